@@ -1,0 +1,123 @@
+"""Orbax checkpoints of a run: the latest N by step, and the best by an eval metric, apart.
+
+A checkpoint holds the train state (parameters, optimizer state, batch statistics, step), the
+run's PRNG key, the data iterator's state and the config, so a restart continues the same run.
+Orbax writes each checkpoint to a temporary directory and renames it when complete, so a process
+killed mid-save leaves the previous checkpoints intact.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint cannot be used with this config; the message names what does not fit."""
+
+
+def _options(max_to_keep: int, **kwargs) -> ocp.CheckpointManagerOptions:
+  return ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                      enable_async_checkpointing=False, **kwargs)
+
+
+class RunCheckpoints:
+  """The checkpoints of one workdir: `<workdir>/checkpoints` (latest) and `<workdir>/best`."""
+
+  def __init__(self, workdir: str, keep: int, best_metric: str, best_mode: str):
+    self.best_metric = best_metric
+    self.latest = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), 'checkpoints'),
+                                        options=_options(keep))
+    self.best = ocp.CheckpointManager(
+        os.path.join(os.path.abspath(workdir), 'best'),
+        options=_options(1, best_fn=lambda m: m[best_metric], best_mode=best_mode))
+
+  @staticmethod
+  def _args(state, key, iterator_state, config) -> ocp.args.Composite:
+    return ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        rng=ocp.args.StandardSave({'key': jax.random.key_data(key)}),
+        data_iterator=ocp.args.JsonSave(iterator_state or {}),
+        config=ocp.args.JsonSave(config.to_dict()))
+
+  def save(self, step: int, state, key: jax.Array, iterator_state: dict | None,
+           config: ml_collections.ConfigDict) -> None:
+    if step in self.latest.all_steps():
+      return
+    self.latest.save(step, args=self._args(state, key, iterator_state, config), force=True)
+    self.latest.wait_until_finished()
+
+  def save_best(self, step: int, state, key: jax.Array, iterator_state: dict | None,
+                config: ml_collections.ConfigDict, eval_metrics: dict[str, Any]) -> None:
+    if self.best_metric not in eval_metrics:
+      raise CheckpointError(f'train.best_metric {self.best_metric!r} is not an eval metric; '
+                            f'available: {", ".join(sorted(eval_metrics))}')
+    if step in self.best.all_steps():
+      return
+    metrics = {self.best_metric: float(eval_metrics[self.best_metric])}
+    self.best.save(step, args=self._args(state, key, iterator_state, config), metrics=metrics,
+                   force=True)
+    self.best.wait_until_finished()
+
+  def latest_step(self) -> int | None:
+    return self.latest.latest_step()
+
+  def restore(self, abstract_state, which: str = 'latest', step: int | None = None):
+    """Returns (state, key, iterator_state, config_dict) from the chosen checkpoint, or None.
+
+    Args:
+      abstract_state: a TrainState of `jax.ShapeDtypeStruct`s (with shardings) to restore into.
+      which: 'latest' or 'best'.
+      step: a specific step of `which`, default its newest (or best).
+    """
+    manager = self.latest if which == 'latest' else self.best
+    if step is None:
+      step = manager.latest_step() if which == 'latest' else manager.best_step()
+    if step is None:
+      return None
+    check_shapes(manager, step, abstract_state)
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state),
+        rng=ocp.args.StandardRestore(),
+        data_iterator=ocp.args.JsonRestore(),
+        config=ocp.args.JsonRestore()))
+    key = jax.random.wrap_key_data(np.asarray(restored['rng']['key']))
+    logging.info('restored checkpoint %s/%d', which, step)
+    return restored['state'], key, restored['data_iterator'] or None, restored['config']
+
+  def close(self) -> None:
+    self.latest.close()
+    self.best.close()
+
+
+def check_shapes(manager: ocp.CheckpointManager, step: int, abstract_state) -> None:
+  """Compares stored array shapes with the config's before Orbax sees them.
+
+  A changed latent size, say, then fails with the parameter's name and both shapes instead of a
+  traceback from deep inside the restore.
+  """
+  stored = manager.item_metadata(step)['state']
+  stored = getattr(stored, 'tree', stored)
+  stored_flat = {jax.tree_util.keystr(path): leaf for path, leaf in
+                 jax.tree_util.tree_flatten_with_path(stored)[0]}
+  expected_flat = {jax.tree_util.keystr(path): leaf for path, leaf in
+                   jax.tree_util.tree_flatten_with_path(abstract_state)[0]}
+  missing = sorted(set(expected_flat) - set(stored_flat))
+  extra = sorted(set(stored_flat) - set(expected_flat))
+  if missing or extra:
+    raise CheckpointError(
+        f'checkpoint at step {step} in {manager.directory} does not fit this config: '
+        f'parameters missing from it: {missing[:5]}; parameters only in it: {extra[:5]}')
+  for name, leaf in expected_flat.items():
+    stored_shape = tuple(getattr(stored_flat[name], 'shape', ()))
+    if stored_shape != tuple(leaf.shape):
+      raise CheckpointError(
+          f'checkpoint at step {step} in {manager.directory} does not fit this config: '
+          f'{name} has shape {stored_shape} in the checkpoint but {tuple(leaf.shape)} here '
+          '(was the model config changed? use a new --workdir)')

@@ -1,0 +1,301 @@
+"""The shared base config every file in `configs/` starts from, and its validation.
+
+Every behaviour of the library is a field here. `validate_config` checks a finished config against
+this base before any data is read or anything compiles: unknown fields, wrong types, values outside
+their allowed set or range, and combinations that cannot work all raise `ConfigError` naming the
+field and what is allowed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+
+
+class ConfigError(ValueError):
+  """A config field has a value the library cannot use. The message names the field."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """All fields with their defaults: a small conv VAE on scikit-learn's bundled digits."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  # reconstruct: x -> x. denoise: corrupt(x) -> x with `corruption` applied inside the step.
+  c.task = 'reconstruct'
+
+  c.data = ml_collections.ConfigDict()
+  # tfds:<name> | npz:<path> | folder:<path> | builtin:digits | builtin:speckle
+  c.data.source = 'builtin:digits'
+  c.data.train_split = 'train'
+  c.data.eval_split = 'test'
+  c.data.image_size = 0  # square side in pixels; 0 keeps the source's own size
+  c.data.channels = 0  # 1 (grayscale) or 3 (RGB); 0 keeps the source's own
+  c.data.value_range = 'unit'  # unit: [0, 1]; symmetric: [-1, 1]
+  # Sources without a held-out split (a flat folder, digits) hold out this fraction, by seed.
+  c.data.holdout_fraction = 0.2
+  c.data.num_workers = 0  # grain worker processes; 0 reads in the main process
+  c.data.prefetch_threads = 2
+  c.data.on_bad_image = 'skip'  # skip (and report) or error, for unreadable files in folders
+  c.data.tfds_data_dir = ''  # '' uses TFDS's default
+  c.data.speckle_num_train = 4096
+  c.data.speckle_num_eval = 512
+  c.data.speckle_pupil_fraction = 0.25  # pupil radius as a fraction of the image side
+
+  c.model = ml_collections.ConfigDict()
+  c.model.kind = 'vae'  # vae | ae
+  c.model.latent_dim = 16
+  c.model.encoder = 'conv'  # conv | mlp
+  c.model.decoder = 'conv'  # conv | mlp
+  c.model.activation = 'relu'  # relu | silu | gelu | leaky_relu | tanh
+  # Conv stacks. Decoder stages mirror these unless decoder_features is set.
+  c.model.encoder_features = (32, 64)
+  c.model.decoder_features = ()  # () = reversed encoder_features
+  c.model.kernel_size = 3
+  c.model.strides = 2
+  # 'SAME' or an int (PyTorch-style symmetric padding); either type may be assigned.
+  c.model.padding = ml_collections.FieldReference('SAME', field_type=object)
+  c.model.output_kernel_size = 3  # the last decoder conv, stride 1, to the image channels
+  c.model.resnet_blocks = 0  # ResNet blocks after each encoder and decoder stage
+  c.model.hidden_dims = (128,)  # Dense layers between the conv features and the latent
+  c.model.decoder_hidden_dims = ()  # Dense layers from the latent before the reshape
+  c.model.skip_stages = 0  # decoder stages that add the matching encoder stage output
+  c.model.anchor = 'none'  # a noise-mask module for the reparameterization (SAAAE)
+  c.model.output_activation = 'sigmoid'  # sigmoid | tanh | none
+  c.model.conditioning = 'none'  # none | onehot | embedding
+  c.model.num_classes = 10
+  c.model.label_embedding_dim = 8
+  c.model.norm = 'none'  # none | batch
+  c.model.dropout_rate = 0.0
+  # native: flax/lax convolutions. fast: exact reformulations that are faster on XLA:CPU.
+  c.model.conv_impl = 'native'
+  c.model.conv_transpose_impl = 'fast'
+  c.model.dtype = 'float32'  # compute dtype: float32 | bfloat16 (parameters stay float32)
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.reconstruction = 'bernoulli'  # bernoulli | mse | l1 | gaussian
+  c.loss.gaussian_sigma = 0.1  # fixed decoder std for the gaussian likelihood
+  c.loss.beta = 1.0
+  c.loss.beta_schedule = 'constant'  # constant | linear | cyclical
+  c.loss.beta_warmup_steps = 1000
+  c.loss.beta_cycles = 4
+  c.loss.beta_cycle_ramp_fraction = 0.5
+  c.loss.free_bits = 0.0  # nats per latent dimension (batch-averaged) below which KL is not pushed
+
+  c.corruption = ml_collections.ConfigDict()
+  c.corruption.kind = 'none'
+  c.corruption.strength = 0.5
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 64  # global, over all devices and hosts
+  c.train.eval_batch_size = 256
+  c.train.num_train_steps = 1000
+  c.train.optimizer = 'adam'  # adam | adamw
+  c.train.learning_rate = 1e-3
+  c.train.lr_schedule = 'constant'  # constant | cosine | warmup_cosine
+  c.train.warmup_steps = 0
+  c.train.weight_decay = 0.0
+  c.train.grad_clip_norm = 1e3  # global-norm clipping; 0 disables
+  c.train.nan_policy = 'stop'  # stop | skip (a non-finite step leaves the state unchanged)
+  c.train.log_every_steps = 50
+  c.train.eval_every_steps = 500
+  c.train.checkpoint_every_steps = 500
+  c.train.keep_checkpoints = 3
+  c.train.best_metric = 'loss'  # an eval metric name; the best checkpoint is kept apart
+  c.train.best_mode = 'min'  # min | max
+  c.train.eval_max_batches = 0  # 0 = the whole eval split
+  c.train.num_figure_images = 16
+  c.train.progress_bar = True
+  return c
+
+
+# Allowed values of enumerated fields. Keys are dotted field paths.
+CHOICES: dict[str, tuple[Any, ...]] = {
+    'task': ('reconstruct', 'denoise'),
+    'data.value_range': ('unit', 'symmetric'),
+    'data.channels': (0, 1, 3),
+    'data.on_bad_image': ('skip', 'error'),
+    'model.kind': ('vae', 'ae'),
+    'model.encoder': ('conv', 'mlp'),
+    'model.decoder': ('conv', 'mlp'),
+    'model.activation': ('relu', 'silu', 'gelu', 'leaky_relu', 'tanh'),
+    'model.output_activation': ('sigmoid', 'tanh', 'none'),
+    'model.conditioning': ('none', 'onehot', 'embedding'),
+    'model.norm': ('none', 'batch'),
+    'model.conv_impl': ('native', 'fast'),
+    'model.conv_transpose_impl': ('native', 'fast'),
+    'model.dtype': ('float32', 'bfloat16'),
+    'loss.reconstruction': ('bernoulli', 'mse', 'l1', 'gaussian'),
+    'loss.beta_schedule': ('constant', 'linear', 'cyclical'),
+    'train.optimizer': ('adam', 'adamw'),
+    'train.lr_schedule': ('constant', 'cosine', 'warmup_cosine'),
+    'train.nan_policy': ('stop', 'skip'),
+    'train.best_mode': ('min', 'max'),
+}
+
+# Inclusive numeric bounds; None leaves a side open.
+RANGES: dict[str, tuple[float | None, float | None]] = {
+    'data.image_size': (0, 4096),
+    'data.holdout_fraction': (0.0, 0.9),
+    'data.num_workers': (0, 256),
+    'data.prefetch_threads': (0, 256),
+    'data.speckle_num_train': (1, None),
+    'data.speckle_num_eval': (1, None),
+    'data.speckle_pupil_fraction': (0.01, 0.5),
+    'model.latent_dim': (1, None),
+    'model.kernel_size': (1, 31),
+    'model.strides': (1, 8),
+    'model.output_kernel_size': (1, 31),
+    'model.resnet_blocks': (0, 64),
+    'model.skip_stages': (0, 16),
+    'model.num_classes': (1, None),
+    'model.label_embedding_dim': (1, None),
+    'model.dropout_rate': (0.0, 0.99),
+    'loss.gaussian_sigma': (1e-6, None),
+    'loss.beta': (0.0, None),
+    'loss.beta_warmup_steps': (0, None),
+    'loss.beta_cycles': (1, None),
+    'loss.beta_cycle_ramp_fraction': (0.0, 1.0),
+    'loss.free_bits': (0.0, None),
+    'corruption.strength': (0.0, None),
+    'train.batch_size': (1, None),
+    'train.eval_batch_size': (1, None),
+    'train.num_train_steps': (1, None),
+    'train.learning_rate': (0.0, None),
+    'train.warmup_steps': (0, None),
+    'train.weight_decay': (0.0, None),
+    'train.grad_clip_norm': (0.0, None),
+    'train.log_every_steps': (1, None),
+    'train.eval_every_steps': (1, None),
+    'train.checkpoint_every_steps': (1, None),
+    'train.keep_checkpoints': (1, None),
+    'train.eval_max_batches': (0, None),
+    'train.num_figure_images': (1, 1024),
+}
+
+SOURCE_KINDS = ('tfds', 'npz', 'folder', 'builtin')
+BUILTIN_SOURCES = ('digits', 'speckle')
+# Registries that grow with the systems add their names here (see jvae/corruptions.py).
+EXTRA_CHOICES: dict[str, list[str]] = {'corruption.kind': ['none'], 'model.anchor': ['none']}
+
+
+def _flatten(cfg: ml_collections.ConfigDict, prefix: str = '') -> dict[str, Any]:
+  out = {}
+  for key, value in cfg.items():
+    path = f'{prefix}{key}'
+    if isinstance(value, ml_collections.ConfigDict):
+      out.update(_flatten(value, path + '.'))
+    else:
+      out[path] = value
+  return out
+
+
+def _type_ok(value: Any, reference: Any) -> bool:
+  if isinstance(reference, bool):
+    return isinstance(value, bool)
+  if isinstance(reference, int):
+    return isinstance(value, int) and not isinstance(value, bool)
+  if isinstance(reference, float):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+  if isinstance(reference, str):
+    return isinstance(value, str)
+  if isinstance(reference, (tuple, list)):
+    return isinstance(value, (tuple, list)) and all(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+  return True
+
+
+def _type_name(reference: Any) -> str:
+  if isinstance(reference, (tuple, list)):
+    return 'a tuple of positive ints'
+  return type(reference).__name__
+
+
+def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
+  """Raises ConfigError naming the first bad field; returns None for a usable config.
+
+  Args:
+    config: a config built on `base_config()`.
+    num_devices: devices the global batch is split over (`jax.device_count()`).
+  """
+  reference = _flatten(base_config())
+  values = _flatten(config)
+  for path, value in values.items():
+    if path not in reference:
+      parent = path.rsplit('.', 1)[0] if '.' in path else ''
+      siblings = sorted(p for p in reference if p.rsplit('.', 1)[0] == parent and '.' in p) \
+          if parent else sorted(p for p in reference if '.' not in p)
+      raise ConfigError(
+          f'unknown config field {path!r}; fields allowed here: {", ".join(siblings)}')
+    ref = reference[path]
+    if path == 'model.padding':
+      if not (value == 'SAME' or (isinstance(value, int) and not isinstance(value, bool)
+                                  and value >= 0)):
+        raise ConfigError(f"config field 'model.padding' is {value!r}; allowed: 'SAME' or an "
+                          'int >= 0 (PyTorch-style symmetric padding)')
+      continue
+    if path in ('model.decoder_features', 'model.decoder_hidden_dims', 'model.hidden_dims') \
+        and value == ():
+      continue
+    if not _type_ok(value, ref):
+      raise ConfigError(f'config field {path!r} is {value!r} ({type(value).__name__}); '
+                        f'expected {_type_name(ref)}')
+  for path, allowed in {**CHOICES, **EXTRA_CHOICES}.items():
+    if path in values and values[path] not in allowed:
+      raise ConfigError(f'config field {path!r} is {values[path]!r}; allowed: '
+                        f'{", ".join(map(repr, allowed))}')
+  for path, (low, high) in RANGES.items():
+    value = values.get(path)
+    if value is None:
+      continue
+    if (low is not None and value < low) or (high is not None and value > high):
+      bounds = f'[{low}, {"inf" if high is None else high}]'
+      raise ConfigError(f'config field {path!r} is {value!r}; allowed range {bounds}')
+  _validate_source(config.data.source)
+  _validate_combinations(config, num_devices)
+
+
+def _validate_source(source: str) -> None:
+  kind, _, rest = source.partition(':')
+  if kind not in SOURCE_KINDS or not rest:
+    raise ConfigError(
+        f"config field 'data.source' is {source!r}; allowed: tfds:<name>, npz:<path>, "
+        f'folder:<path>, builtin:{"|".join(BUILTIN_SOURCES)}')
+  if kind == 'builtin' and rest not in BUILTIN_SOURCES:
+    raise ConfigError(f"config field 'data.source' names unknown built-in {rest!r}; "
+                      f'allowed: {", ".join("builtin:" + b for b in BUILTIN_SOURCES)}')
+
+
+def _validate_combinations(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  train = config.train
+  if train.batch_size % num_devices:
+    raise ConfigError(f"config field 'train.batch_size' is {train.batch_size}, which does not "
+                      f'divide over {num_devices} devices; use a multiple of {num_devices}')
+  if train.eval_batch_size % num_devices:
+    raise ConfigError(f"config field 'train.eval_batch_size' is {train.eval_batch_size}, which "
+                      f'does not divide over {num_devices} devices; use a multiple of '
+                      f'{num_devices}')
+  if config.loss.reconstruction == 'bernoulli' and config.model.output_activation != 'sigmoid':
+    raise ConfigError("config field 'model.output_activation' must be 'sigmoid' with "
+                      "loss.reconstruction='bernoulli' (the loss reads the logits before it)")
+  if config.loss.reconstruction == 'bernoulli' and config.data.value_range != 'unit':
+    raise ConfigError("config field 'data.value_range' must be 'unit' with "
+                      "loss.reconstruction='bernoulli' (targets are probabilities in [0, 1])")
+  if config.model.output_activation == 'tanh' and config.data.value_range != 'symmetric':
+    raise ConfigError("config field 'model.output_activation' is 'tanh' but "
+                      "data.value_range is 'unit'; use value_range='symmetric' or sigmoid")
+  if config.model.output_activation == 'sigmoid' and config.data.value_range != 'unit':
+    raise ConfigError("config field 'model.output_activation' is 'sigmoid' but "
+                      "data.value_range is 'symmetric'; use value_range='unit' or tanh")
+  if config.task == 'denoise' and config.corruption.kind == 'none':
+    raise ConfigError("config field 'corruption.kind' is 'none' but task='denoise' needs a "
+                      f'corruption; allowed: {", ".join(EXTRA_CHOICES["corruption.kind"][1:])}')
+  if config.model.kind == 'ae' and config.loss.beta_schedule != 'constant':
+    raise ConfigError("config field 'loss.beta_schedule' applies to model.kind='vae' only")
+  if config.model.conditioning != 'none' and config.model.num_classes < 2:
+    raise ConfigError("config field 'model.num_classes' must be >= 2 with conditioning")
+
+
+def describe_fields() -> str:
+  """One line per field with its default, for `--helpfull`-style listings."""
+  return '\n'.join(f'{k} = {v!r}' for k, v in _flatten(base_config()).items())

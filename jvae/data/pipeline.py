@@ -1,0 +1,98 @@
+"""grain pipelines over an image source: the shuffled training stream and the full eval pass.
+
+Batches stay uint8 on the host ({'image': [b, H, W, C] uint8, 'label': [b] int32, ...}); the
+train and eval steps convert them to floats on the device, which moves 4x fewer bytes and costs
+nothing inside the compiled step. Each process reads only its own shard of the indices, taken
+with a stride of `process_count`, so the per-process batches of step t form one global batch.
+"""
+
+from __future__ import annotations
+
+import grain
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+
+def local_batch_size(global_batch_size: int, process_count: int) -> int:
+  if global_batch_size % process_count:
+    raise ValueError(f'batch size {global_batch_size} does not divide over {process_count} '
+                     'processes')
+  return global_batch_size // process_count
+
+
+def _read_options(data_config: ml_collections.ConfigDict) -> grain.ReadOptions:
+  threads = int(data_config.prefetch_threads)
+  return grain.ReadOptions(num_threads=max(threads, 1), prefetch_buffer_size=max(threads, 1) * 4)
+
+
+def _strip_index(record: dict) -> dict:
+  return {'image': record['image'], 'label': np.int32(record['label'])}
+
+
+def train_iterator(source, data_config: ml_collections.ConfigDict, global_batch_size: int,
+                   seed: int, process_index: int = 0, process_count: int = 1):
+  """An endless, reshuffled-every-epoch iterator of local batches with get_state/set_state.
+
+  The shuffle is grain's index shuffle keyed by `seed`, so a restored iterator state continues
+  with exactly the batches the interrupted run would have seen.
+  """
+  batch = local_batch_size(global_batch_size, process_count)
+  shard = grain.MapDataset.source(source)[process_index::process_count]
+  if len(shard) < batch:
+    raise ValueError(f'the training split has {len(shard)} images per process, fewer than the '
+                     f'per-process batch of {batch}; lower train.batch_size')
+  dataset = (shard.shuffle(seed=seed).repeat(None).map(_strip_index)
+             .batch(batch, drop_remainder=True))
+  iter_dataset = dataset.to_iter_dataset(_read_options(data_config))
+  if data_config.num_workers > 0:
+    iter_dataset = iter_dataset.mp_prefetch(
+        grain.MultiprocessingOptions(num_workers=int(data_config.num_workers)))
+  return iter(iter_dataset)
+
+
+def num_eval_batches(num_examples: int, global_batch_size: int, max_batches: int = 0) -> int:
+  batches = -(-num_examples // global_batch_size)
+  return min(batches, max_batches) if max_batches > 0 else batches
+
+
+def eval_batches(source, data_config: ml_collections.ConfigDict, global_batch_size: int,
+                 max_batches: int = 0, process_index: int = 0, process_count: int = 1):
+  """One complete, ordered pass over `source` in local batches, the last one padded.
+
+  Every batch has the full local size and a 'mask' [b] float32 that is 1 for real examples and 0
+  for padding, so a compiled eval step sees one shape and every example counts exactly once.
+  """
+  batch = local_batch_size(global_batch_size, process_count)
+  total = len(source)
+  padded = num_eval_batches(total, global_batch_size, max_batches) * global_batch_size
+  blank = _strip_index(source[0])
+  blank = {'image': np.zeros_like(blank['image']), 'label': np.int32(0)}
+
+  def fetch(index: int) -> dict:
+    index = int(index)
+    if index < total:
+      return {**_strip_index(source[index]), 'mask': np.float32(1)}
+    return {**blank, 'mask': np.float32(0)}
+
+  dataset = (grain.MapDataset.range(padded)[process_index::process_count].map(fetch)
+             .batch(batch, drop_remainder=False))
+  return iter(dataset.to_iter_dataset(_read_options(data_config)))
+
+
+def to_float(images: jnp.ndarray, value_range: str) -> jnp.ndarray:
+  """uint8 [..., H, W, C] in [0, 255] -> float32 in [0, 1] ('unit') or [-1, 1] ('symmetric')."""
+  x = images.astype(jnp.float32) / 255.0
+  return x * 2.0 - 1.0 if value_range == 'symmetric' else x
+
+
+def to_uint8(images, value_range: str) -> np.ndarray:
+  """The inverse of `to_float`, rounded and clipped, for saving and plotting."""
+  x = np.asarray(images, np.float32)
+  if value_range == 'symmetric':
+    x = (x + 1.0) / 2.0
+  return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
+
+
+def value_bounds(value_range: str) -> tuple[float, float]:
+  return (-1.0, 1.0) if value_range == 'symmetric' else (0.0, 1.0)

@@ -1,0 +1,447 @@
+"""2D convolution layers with a choice between native XLA convolutions and exact matmul rewrites.
+
+Both layers take and return NHWC arrays ([B, H, W, C]; any number of leading batch axes, or none,
+is accepted) and own the same parameters whatever `impl` is: 'kernel' of shape
+[k, k, C_in, C_out] and 'bias' of shape [C_out]. Switching `impl` therefore changes only speed,
+never the function or a checkpoint.
+
+- impl='native' uses `lax.conv_general_dilated`, the form XLA knows best on GPU and TPU.
+- impl='fast' rewrites the convolution as patch extraction (k*k strided slices and one concat)
+  followed by a single matmul. XLA:CPU runs convolutions through slow Eigen kernels but matmuls
+  through fast GEMM libraries, which makes this several times faster on CPU (see
+  PERF_NOTES.md). The patch extraction carries a `jax.custom_vjp` whose backward is its exact
+  transpose, a sum of dilated, shifted copies of the cotangent, because autodiff's own transpose
+  of the concat of slices is much slower.
+
+`ConvTranspose` has PyTorch's ConvTranspose2d ("scatter") semantics,
+
+  y[s*i + t - p] += x[i] * kernel[t]   (per spatial axis),
+
+and its 'fast' form computes the s*s output phases (o mod s) as one stride-1 convolution of the
+undilated input with s*s*C_out output channels, followed by depth-to-space. This avoids both the
+input dilation, which wastes (s*s - 1)/(s*s) of the work on zeros, and the weight gradient of an
+input-dilated convolution, the slowest op on XLA:CPU.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+Array = jax.Array
+Dtype = Any
+Initializer = Callable[..., Array]
+
+IMPLS = ('native', 'fast')
+_DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
+
+
+def _check_layer_args(
+    name: str, features: int, kernel_size: int, strides: int, padding: int | str, impl: str
+) -> None:
+  """Raises ValueError for settings neither impl supports."""
+  for field, value in (('features', features), ('kernel_size', kernel_size),
+                       ('strides', strides)):
+    # bool is an int subclass; True as a kernel size is a bug, not a 1.
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+      raise ValueError(f'{name}.{field} must be an int >= 1, got {value!r}')
+  if isinstance(padding, str):
+    if padding not in ('SAME', 'VALID'):
+      raise ValueError(f"{name}.padding must be 'SAME', 'VALID' or an int >= 0, got {padding!r}")
+  elif isinstance(padding, bool) or not isinstance(padding, (int, np.integer)) or padding < 0:
+    raise ValueError(f"{name}.padding must be 'SAME', 'VALID' or an int >= 0, got {padding!r}")
+  if impl not in IMPLS:
+    raise ValueError(f'{name}.impl must be one of {IMPLS}, got {impl!r}')
+
+
+def _as_nhwc(x: Array, name: str) -> tuple[Array, tuple[int, ...]]:
+  """Flattens leading batch axes to one; returns the array and the batch shape to restore."""
+  if x.ndim < 3:
+    raise ValueError(f'{name} expects inputs shaped [..., H, W, C], got shape {x.shape}')
+  batch_shape = x.shape[:-3]
+  return x.reshape((-1,) + x.shape[-3:]), batch_shape
+
+
+def conv_output_padding(size: int, kernel_size: int, strides: int,
+                        padding: int | str) -> tuple[int, int]:
+  """Padding (lo, hi) of one spatial axis of a forward convolution.
+
+  Args:
+    size: input length of the axis.
+    kernel_size: kernel length k.
+    strides: stride s.
+    padding: 'SAME' (flax/TensorFlow: output ceil(size / s), extra padding at the end),
+      'VALID' (none), or an int p (PyTorch: p on both sides).
+
+  Returns:
+    (lo, hi) zero padding to apply before and after the axis.
+  """
+  if padding == 'SAME':
+    out = -(-size // strides)
+    total = max((out - 1) * strides + kernel_size - size, 0)
+    return total // 2, total - total // 2
+  if padding == 'VALID':
+    return 0, 0
+  return int(padding), int(padding)
+
+
+def conv_transpose_geometry(size: int, kernel_size: int, strides: int, padding: int | str,
+                            output_padding: int = 0) -> tuple[int, int]:
+  """Crop and output length of one spatial axis of a transposed convolution.
+
+  The full scatter result y_full[s*i + t] += x[i] * w[t] has length (size - 1)*s + k; the layer
+  returns y[o] = y_full[o + crop_lo] for 0 <= o < out_size, zero where o + crop_lo runs past the
+  end of y_full (only possible for 'SAME'/'VALID' with k < s).
+
+  Args:
+    size: input length of the axis.
+    kernel_size: kernel length k.
+    strides: stride s.
+    padding: 'SAME' (output s*size, crop (k - s)//2 at the start; TensorFlow/Keras and flax),
+      'VALID' (flax: output s*size + max(k - s, 0), no crop at the start), or an int p
+      (PyTorch: output (size - 1)*s - 2p + k + output_padding, crop p at the start).
+    output_padding: extra output length at the end; int padding only, 0 <= output_padding < s.
+
+  Returns:
+    (crop_lo, out_size).
+  """
+  k, s = kernel_size, strides
+  if padding == 'SAME':
+    return max(k - s, 0) // 2, size * s
+  if padding == 'VALID':
+    return 0, size * s + max(k - s, 0)
+  p = int(padding)
+  return p, (size - 1) * s - 2 * p + k + output_padding
+
+
+# Patch extraction and its transpose. Shared by Conv (window k, stride s) and by the phase
+# convolution inside ConvTranspose (window T, stride 1).
+
+
+def _patch_geometry(in_size: int, window: int, strides: int, pads: tuple[int, int]) -> int:
+  return (in_size + pads[0] + pads[1] - window) // strides + 1
+
+
+def _extract_patches_impl(x: Array, window: int, strides: int,
+                          pads: tuple[tuple[int, int], tuple[int, int]]) -> Array:
+  (lo_h, hi_h), (lo_w, hi_w) = pads
+  b, h, w, c = x.shape
+  # lax.pad accepts negative amounts, which crop; the transposed conv needs that.
+  xp = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (lo_h, hi_h, 0), (lo_w, hi_w, 0), (0, 0, 0)))
+  ho = _patch_geometry(h, window, strides, pads[0])
+  wo = _patch_geometry(w, window, strides, pads[1])
+  slices = [
+      lax.slice(xp, (0, i, j, 0),
+                (b, i + strides * (ho - 1) + 1, j + strides * (wo - 1) + 1, c),
+                (1, strides, strides, 1))
+      for i in range(window) for j in range(window)
+  ]
+  return slices[0] if len(slices) == 1 else jnp.concatenate(slices, axis=-1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _extract_patches(x: Array, window: int, strides: int,
+                     pads: tuple[tuple[int, int], tuple[int, int]]) -> Array:
+  return _extract_patches_impl(x, window, strides, pads)
+
+
+def _extract_patches_fwd(x, window, strides, pads):
+  # Only the input shape is needed backward; a zero-size array carries it without a copy of x.
+  return _extract_patches_impl(x, window, strides, pads), jnp.zeros(x.shape[1:3] + (0,), x.dtype)
+
+
+def _extract_patches_bwd(window, strides, pads, shape_carrier, g):
+  h, w = shape_carrier.shape[:2]
+  c = g.shape[-1] // (window * window)
+  ho, wo = g.shape[1:3]
+  zero = jnp.zeros((), g.dtype)
+  dx = None
+  for i in range(window):
+    for j in range(window):
+      n = i * window + j
+      gij = g[..., n * c:(n + 1) * c]
+      # Patch (i, j) read x at rows i - lo + s*m. Scatter it back with one dilating pad; the
+      # k*k pads and their sum fuse into a single loop, unlike autodiff's transpose of the
+      # concat-of-slices.
+      row0 = i - pads[0][0]
+      col0 = j - pads[1][0]
+      contrib = lax.pad(gij, zero, (
+          (0, 0, 0),
+          (row0, h - row0 - (strides * (ho - 1) + 1), strides - 1),
+          (col0, w - col0 - (strides * (wo - 1) + 1), strides - 1),
+          (0, 0, 0),
+      ))
+      dx = contrib if dx is None else dx + contrib
+  return (dx,)
+
+
+_extract_patches.defvjp(_extract_patches_fwd, _extract_patches_bwd)
+
+
+def extract_patches(x: Array, window: int, strides: int,
+                    pads: tuple[tuple[int, int], tuple[int, int]]) -> Array:
+  """Im2col: all window x window patches of x, stacked on the channel axis.
+
+  Args:
+    x: [B, H, W, C].
+    window: patch side k.
+    strides: step between patches.
+    pads: ((lo_h, hi_h), (lo_w, hi_w)) zero padding of H and W; negative amounts crop.
+
+  Returns:
+    [B, Ho, Wo, k*k*C] with Ho = (H + lo_h + hi_h - k)//strides + 1 (Wo alike), channel index
+    (i*k + j)*C + c for patch offset (i, j), so that a dot with a kernel [k, k, C, F] reshaped to
+    [k*k*C, F] is the convolution.
+  """
+  pads = tuple((int(lo), int(hi)) for lo, hi in pads)
+  if x.ndim != 4:
+    raise ValueError(f'extract_patches expects [B, H, W, C], got shape {x.shape}')
+  if (_patch_geometry(x.shape[1], window, strides, pads[0]) < 1
+      or _patch_geometry(x.shape[2], window, strides, pads[1]) < 1):
+    raise ValueError(f'window {window} does not fit input {x.shape[1:3]} padded by {pads}')
+  return _extract_patches(x, int(window), int(strides), pads)
+
+
+def _phase_kernel_indices(kernel_size: int, strides: int, crop_lo: int) -> tuple[np.ndarray, int]:
+  """Static gather table for the phase decomposition of one spatial axis.
+
+  Output o = s*m + r reads y_full[s*m + r + crop_lo] = sum_d x[m - d] * w[r + crop_lo + s*d]
+  over the d with 0 <= r + crop_lo + s*d < k. Every phase shares one tap range
+  d_min..d_max, so the phases become output channels of a single stride-1 convolution with
+  T = d_max - d_min + 1 taps; a phase with fewer taps gets zeros.
+
+  Returns:
+    (idx, d_max): idx[r, j] is the kernel row used by phase r at window offset j (so window offset
+    j reads x[m + j - d_max]), or k, a zero row, where phase r has no such tap.
+  """
+  k, s, c = kernel_size, strides, crop_lo
+  d_min = min(-((r + c) // s) for r in range(s))
+  d_max = max((k - 1 - r - c) // s for r in range(s))
+  taps = d_max - d_min + 1
+  idx = np.full((s, taps), k, dtype=np.int32)
+  for r in range(s):
+    for j in range(taps):
+      t = r + c + s * (d_max - j)
+      if 0 <= t < k:
+        idx[r, j] = t
+  return idx, d_max
+
+
+def _phase_kernel(kernel: Array, strides: int, crop_lo: int) -> Array:
+  """Re-arranges a [k, k, Cin, Cout] scatter kernel to the [T, T, Cin, s*s*Cout] phase kernel."""
+  k, _, cin, cout = kernel.shape
+  s = strides
+  idx, _ = _phase_kernel_indices(k, s, crop_lo)
+  taps = idx.shape[1]
+  padded = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))
+  # [s, T, s, T, Cin, Cout]: (phase_h, tap_h, phase_w, tap_w).
+  gathered = padded[idx[:, :, None, None], idx[None, None, :, :]]
+  gathered = gathered.transpose(1, 3, 4, 0, 2, 5)
+  return gathered.reshape(taps, taps, cin, s * s * cout)
+
+
+def conv_native(x: Array, kernel: Array, strides: int,
+                pads: tuple[tuple[int, int], tuple[int, int]]) -> Array:
+  """Cross-correlation of x [B, H, W, Cin] with kernel [k, k, Cin, Cout] via lax."""
+  return lax.conv_general_dilated(x, kernel, (strides, strides), pads,
+                                  dimension_numbers=_DIMENSION_NUMBERS)
+
+
+def conv_fast(x: Array, kernel: Array, strides: int,
+              pads: tuple[tuple[int, int], tuple[int, int]]) -> Array:
+  """Same result as `conv_native`, as patch extraction and one matmul."""
+  k, _, cin, cout = kernel.shape
+  patches = extract_patches(x, k, strides, pads)
+  return jnp.dot(patches, kernel.reshape(k * k * cin, cout))
+
+
+def conv_transpose_native(x: Array, kernel: Array, strides: int, crop_lo: tuple[int, int],
+                          out_size: tuple[int, int]) -> Array:
+  """Scatter-semantics transposed convolution via an input-dilated lax convolution.
+
+  Args:
+    x: [B, H, W, Cin].
+    kernel: [k, k, Cin, Cout], scatter layout (y[s*i + t] += x[i] * kernel[t]).
+    strides: s.
+    crop_lo: (rows, cols) cropped from the start of the full scatter result.
+    out_size: (Ho, Wo) of the result.
+
+  Returns:
+    [B, Ho, Wo, Cout].
+  """
+  k = kernel.shape[0]
+  pads, starts = [], []
+  for size, lo_crop, out in zip(x.shape[1:3], crop_lo, out_size, strict=True):
+    dilated = (size - 1) * strides + 1
+    lo = k - 1 - lo_crop
+    hi = out + lo_crop - dilated
+    # Negative padding would mean cropping the dilated input; clip it and crop the output instead.
+    pads.append((max(lo, 0), max(hi, 0)))
+    starts.append(max(-lo, 0))
+  y = lax.conv_general_dilated(x, jnp.flip(kernel, (0, 1)), (1, 1), pads,
+                               lhs_dilation=(strides, strides),
+                               dimension_numbers=_DIMENSION_NUMBERS)
+  return y[:, starts[0]:starts[0] + out_size[0], starts[1]:starts[1] + out_size[1], :]
+
+
+def conv_transpose_fast(x: Array, kernel: Array, strides: int, crop_lo: tuple[int, int],
+                        out_size: tuple[int, int]) -> Array:
+  """Same result as `conv_transpose_native`, as s*s phases computed by one stride-1 conv.
+
+  The stride-1 phase convolution itself runs as patch extraction and one matmul.
+  """
+  _, _, _, cout = kernel.shape
+  s = strides
+  if crop_lo[0] != crop_lo[1]:
+    raise ValueError(f'conv_transpose_fast needs the same crop on both axes, got {crop_lo}')
+  idx, d_max = _phase_kernel_indices(kernel.shape[0], s, crop_lo[0])
+  taps = idx.shape[1]
+  phase_kernel = _phase_kernel(kernel, s, crop_lo[0])
+  b = x.shape[0]
+  # Each phase yields ceil(out / s) rows; window offset j reads x[m + j - d_max].
+  rows = [-(-out // s) for out in out_size]
+  pads = tuple((d_max, m + taps - 1 - size - d_max)
+               for m, size in zip(rows, x.shape[1:3], strict=True))
+  patches = extract_patches(x, taps, 1, pads)
+  z = jnp.dot(patches, phase_kernel.reshape(-1, s * s * cout))
+  # Depth-to-space: channel (r_h*s + r_w)*Cout + c holds output (s*m_h + r_h, s*m_w + r_w, c).
+  z = z.reshape(b, rows[0], rows[1], s, s, cout).transpose(0, 1, 3, 2, 4, 5)
+  z = z.reshape(b, rows[0] * s, rows[1] * s, cout)
+  return z[:, :out_size[0], :out_size[1], :]
+
+
+class Conv(nn.Module):
+  """2D convolution (cross-correlation) over NHWC inputs, flax `nn.Conv`-compatible parameters.
+
+  Attributes:
+    features: output channels Cout.
+    kernel_size: square kernel side k.
+    strides: stride s on both spatial axes.
+    padding: 'SAME' (flax/TensorFlow: output ceil(H / s)), 'VALID', or an int p (PyTorch:
+      p zeros on each side, output (H + 2p - k)//s + 1).
+    use_bias: add a learned bias.
+    impl: 'native' (lax convolution) or 'fast' (patch extraction + matmul; faster on CPU).
+    dtype: computation dtype; parameters are always stored in float32.
+    kernel_init: initializer of the [k, k, Cin, Cout] kernel.
+  """
+  features: int
+  kernel_size: int
+  strides: int = 1
+  padding: int | str = 'SAME'
+  use_bias: bool = True
+  impl: str = 'native'
+  dtype: Dtype = jnp.float32
+  kernel_init: Initializer = nn.initializers.lecun_normal()
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    """Applies the convolution.
+
+    Args:
+      x: [B, H, W, Cin] (any leading batch shape, or none).
+
+    Returns:
+      [B, Ho, Wo, Cout].
+    """
+    _check_layer_args('Conv', self.features, self.kernel_size, self.strides, self.padding,
+                      self.impl)
+    x, batch_shape = _as_nhwc(jnp.asarray(x), 'Conv')
+    k, s = self.kernel_size, self.strides
+    kernel = self.param('kernel', self.kernel_init, (k, k, x.shape[-1], self.features),
+                        jnp.float32)
+    bias = (self.param('bias', nn.initializers.zeros_init(), (self.features,), jnp.float32)
+            if self.use_bias else None)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    pads = tuple(conv_output_padding(size, k, s, self.padding) for size in x.shape[1:3])
+    for size, (lo, hi) in zip(x.shape[1:3], pads, strict=True):
+      if size + lo + hi < k:
+        raise ValueError(f'Conv: kernel_size {k} is larger than the padded input '
+                         f'({size} + {lo} + {hi}); input shape {x.shape}')
+    conv = conv_fast if self.impl == 'fast' else conv_native
+    y = conv(x, kernel, s, pads)
+    if bias is not None:
+      y = y + bias
+    return y.reshape(batch_shape + y.shape[1:])
+
+
+class ConvTranspose(nn.Module):
+  """2D transposed convolution with PyTorch ConvTranspose2d semantics over NHWC inputs.
+
+  Per spatial axis, y[s*i + t - p] += x[i] * kernel[t] (plus bias), i.e. the gradient of a
+  stride-s convolution, with 'kernel' of shape [k, k, Cin, Cout] and 'bias' of shape [Cout].
+  A PyTorch weight [Cin, Cout, k, k] loads as weight.transpose(2, 3, 0, 1). The flax
+  `nn.ConvTranspose(transpose_kernel=False)` equivalent uses kernel[::-1, ::-1] and padding
+  (k - 1 - p, k - 1 - p + output_padding) on each axis.
+
+  Attributes:
+    features: output channels Cout.
+    kernel_size: square kernel side k.
+    strides: stride s (the upsampling factor).
+    padding: an int p (PyTorch: output (H - 1)*s - 2p + k + output_padding), 'SAME' (output s*H,
+      crop (k - s)//2 at the start; TensorFlow/Keras and flax 'SAME'), or 'VALID' (flax:
+      output s*H + max(k - s, 0)).
+    output_padding: extra rows/columns at the end (0 <= output_padding < s); int padding only.
+    use_bias: add a learned bias.
+    impl: 'native' (input-dilated lax convolution) or 'fast' (s*s phases as one stride-1
+      patch-and-matmul convolution plus depth-to-space; much faster on CPU).
+    dtype: computation dtype; parameters are always stored in float32.
+    kernel_init: initializer of the [k, k, Cin, Cout] kernel.
+  """
+  features: int
+  kernel_size: int
+  strides: int = 2
+  padding: int | str = 'SAME'
+  output_padding: int = 0
+  use_bias: bool = True
+  impl: str = 'fast'
+  dtype: Dtype = jnp.float32
+  kernel_init: Initializer = nn.initializers.lecun_normal()
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    """Applies the transposed convolution.
+
+    Args:
+      x: [B, H, W, Cin] (any leading batch shape, or none).
+
+    Returns:
+      [B, Ho, Wo, Cout], sizes as documented on the class.
+    """
+    _check_layer_args('ConvTranspose', self.features, self.kernel_size, self.strides,
+                      self.padding, self.impl)
+    op = self.output_padding
+    if isinstance(op, bool) or not isinstance(op, (int, np.integer)) or op < 0:
+      raise ValueError(f'ConvTranspose.output_padding must be an int >= 0, got {op!r}')
+    if op and isinstance(self.padding, str):
+      raise ValueError('ConvTranspose.output_padding needs an int padding (PyTorch style); '
+                       f'with padding={self.padding!r} the output size is fixed, got '
+                       f'output_padding={op}')
+    if op >= self.strides:
+      # PyTorch's rule: beyond s - 1 the extra outputs could not depend on the input.
+      raise ValueError(f'ConvTranspose.output_padding must be < strides ({self.strides}), '
+                       f'got {op}')
+    x, batch_shape = _as_nhwc(jnp.asarray(x), 'ConvTranspose')
+    k, s = self.kernel_size, self.strides
+    geometry = [conv_transpose_geometry(size, k, s, self.padding, op) for size in x.shape[1:3]]
+    crop_lo = tuple(g[0] for g in geometry)
+    out_size = tuple(g[1] for g in geometry)
+    if min(out_size) < 1:
+      raise ValueError(f'ConvTranspose: padding {self.padding!r} with kernel_size {k}, strides '
+                       f'{s} leaves an empty output for input shape {x.shape}')
+    kernel = self.param('kernel', self.kernel_init, (k, k, x.shape[-1], self.features),
+                        jnp.float32)
+    bias = (self.param('bias', nn.initializers.zeros_init(), (self.features,), jnp.float32)
+            if self.use_bias else None)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    conv = conv_transpose_fast if self.impl == 'fast' else conv_transpose_native
+    y = conv(x, kernel, s, crop_lo, out_size)
+    if bias is not None:
+      y = y + bias
+    return y.reshape(batch_shape + y.shape[1:])

@@ -1,0 +1,34 @@
+"""The device mesh and shardings: parameters replicated, batches split over the 'data' axis.
+
+One code path for 1 CPU, 8 fake CPU devices and many hosts: `jax.jit` partitions the step by the
+shardings of its arguments.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+DATA_AXIS = 'data'
+
+
+def make_mesh(devices=None) -> Mesh:
+  """A 1-D mesh over all devices (of all processes) named 'data'."""
+  devices = jax.devices() if devices is None else devices
+  return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def data_sharded(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def global_batch(local_batch: dict, mesh: Mesh) -> dict:
+  """Assembles each process's local batch into global arrays sharded over 'data'."""
+  sharding = data_sharded(mesh)
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch)

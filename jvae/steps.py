@@ -1,0 +1,140 @@
+"""The compiled train and eval steps: pure functions of (state, batch, key).
+
+`make_train_step` returns `train_step(state, batch, key) -> (state, metrics)`. The key is the run's
+base key; the step folds in `state.step`, then splits separate streams for the latent draw,
+dropout and the input corruption, so a resumed run draws exactly what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from jvae import losses
+from jvae.data import pipeline
+from jvae.train_state import TrainState
+
+
+def prepare_batch(batch: dict, key: jax.Array, config: ml_collections.ConfigDict
+                  ) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+  """uint8 batch -> (model input, clean target, labels or None), corrupting inside the step."""
+  target = pipeline.to_float(batch['image'], config.data.value_range)
+  inputs = target
+  if config.task == 'denoise':
+    from jvae import corruptions  # Imported here: only denoising configs need it.
+    inputs = corruptions.corrupt(config.corruption.kind, key, target, config.corruption.strength,
+                                 pipeline.value_bounds(config.data.value_range))
+  labels = batch['label'] if config.model.conditioning != 'none' else None
+  return inputs, target, labels
+
+
+def _variables(state: TrainState, params) -> dict:
+  variables = {'params': params}
+  if state.batch_stats:
+    variables['batch_stats'] = state.batch_stats
+  return variables
+
+
+def make_train_step(model: nn.Module, config: ml_collections.ConfigDict,
+                    optimizer: optax.GradientTransformation,
+                    beta_fn: Callable[[jax.Array], jax.Array]):
+  """Builds the (not yet jitted) train step for `model` under `config`."""
+  skip_bad_steps = config.train.nan_policy == 'skip'
+
+  def train_step(state: TrainState, batch: dict, key: jax.Array):
+    step_key = jax.random.fold_in(key, state.step)
+    latent_key, dropout_key, corruption_key = jax.random.split(step_key, 3)
+    inputs, target, labels = prepare_batch(batch, corruption_key, config)
+    beta = beta_fn(state.step)
+
+    def loss_fn(params):
+      outputs, updates = model.apply(
+          _variables(state, params), inputs, labels, train=True,
+          rngs={'latent': latent_key, 'dropout': dropout_key}, mutable=['batch_stats'])
+      loss, metrics = losses.objective(outputs, target, beta, config.loss)
+      return loss, (metrics, updates.get('batch_stats', state.batch_stats))
+
+    (loss, (metrics, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    metrics.update(grad_norm=grad_norm, param_norm=optax.global_norm(params),
+                   update_norm=optax.global_norm(updates), finite=finite)
+    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                              opt_state=opt_state)
+    if skip_bad_steps:
+      # A non-finite step leaves the state as it was (but still advances the step, so the next
+      # step draws new noise); with 'stop' the host raises before anything is saved.
+      kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+      new_state = kept.replace(step=state.step + 1)
+    return new_state, metrics
+
+  return train_step
+
+
+# Per-example eval quantities summed over a batch (weighted by the padding mask) and their
+# normalisers; `finalize_eval` turns the sums into means.
+def make_eval_step(model: nn.Module, config: ml_collections.ConfigDict,
+                   beta_fn: Callable[[jax.Array], jax.Array]):
+  """Builds `eval_step(state, batch, key) -> sums` over one padded batch.
+
+  The caller folds the batch index into `key`, so every eval pass draws the same noise.
+  """
+
+  def eval_step(state: TrainState, batch: dict, key: jax.Array) -> dict[str, jax.Array]:
+    mask = batch['mask']
+    latent_key, corruption_key = jax.random.split(key)
+    inputs, target, labels = prepare_batch(batch, corruption_key, config)
+    outputs = model.apply(_variables(state, state.params), inputs, labels, train=False,
+                          rngs={'latent': latent_key})
+    terms = losses.per_example_terms(outputs, target, config.loss)
+    squared_error = jnp.sum(jnp.square(outputs['reconstruction'] - target).reshape(
+        target.shape[0], -1), axis=-1)
+    pixels = target[0].size
+    low, high = pipeline.value_bounds(config.data.value_range)
+    mse_per_pixel = squared_error / pixels
+    psnr = 10.0 * jnp.log10((high - low)**2 / jnp.maximum(mse_per_pixel, 1e-12))
+    sums = {'count': jnp.sum(mask),
+            'reconstruction': jnp.sum(mask * terms['reconstruction']),
+            'mse': jnp.sum(mask * mse_per_pixel),
+            'sse': jnp.sum(mask * squared_error),
+            'psnr': jnp.sum(mask * psnr)}
+    loss = terms['reconstruction']
+    if 'kl' in terms:
+      beta = beta_fn(state.step)
+      loss = loss + beta * terms['kl']
+      mu = outputs['mu']
+      sums.update(kl=jnp.sum(mask * terms['kl']),
+                  kl_per_dim=jnp.sum(mask[:, None] * terms['kl_per_dim'], axis=0),
+                  mu_sum=jnp.sum(mask[:, None] * mu, axis=0),
+                  mu_sq_sum=jnp.sum(mask[:, None] * jnp.square(mu), axis=0))
+    sums['loss'] = jnp.sum(mask * loss)
+    return sums
+
+  return eval_step
+
+
+ACTIVE_UNIT_THRESHOLD = 1e-2  # Burda et al. (2016): Cov_x(E_q[z_d | x]) above this is active.
+
+
+def finalize_eval(totals: dict) -> dict:
+  """Means from summed eval quantities, plus KL per dimension and active units for VAEs."""
+  count = max(float(totals['count']), 1.0)
+  metrics = {name: float(totals[name]) / count
+             for name in ('loss', 'reconstruction', 'mse', 'sse', 'psnr', 'kl') if name in totals}
+  if 'kl' in totals:
+    metrics['elbo'] = -(metrics['reconstruction'] + metrics['kl'])
+    kl_per_dim = [float(v) / count for v in totals['kl_per_dim']]
+    mean = totals['mu_sum'] / count
+    variance = totals['mu_sq_sum'] / count - mean**2
+    metrics['active_units'] = int(jnp.sum(variance > ACTIVE_UNIT_THRESHOLD))
+    metrics['kl_per_dim'] = kl_per_dim
+  metrics['count'] = int(totals['count'])
+  return metrics

@@ -1,0 +1,377 @@
+"""The trainer: composes data, model, steps and checkpoints, and owns every side effect.
+
+`train_and_evaluate(config, workdir)` is what `train.py` calls. A workdir holds one run:
+`config.json`, `metrics.jsonl`, `tensorboard/`, `checkpoints/`, `best/`, `figures/` and
+`eval/<split>/metrics.json`. Calling it again on the same workdir resumes from the newest
+checkpoint; calling it on a finished run only re-evaluates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import signal
+import time
+from typing import Any, Callable, Iterator
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from jvae import checkpointing, metric_writer, parallel, plotting, schedules, steps
+from jvae.config import ConfigError, validate_config
+from jvae.data import pipeline, sources
+from jvae.models import build_model
+from jvae.train_state import TrainState, count_parameters, make_optimizer
+
+
+class NonFiniteError(FloatingPointError):
+  """Training produced a NaN or infinite loss or gradient (train.nan_policy='stop')."""
+
+
+class WorkdirInUseError(RuntimeError):
+  """Another live process is training in this workdir."""
+
+
+@dataclasses.dataclass
+class Experiment:
+  """Everything built from a config, before any parameters exist. Notebooks use it directly."""
+
+  config: ml_collections.ConfigDict
+  model: nn.Module
+  image_shape: tuple[int, int, int]
+  train_source: Any
+  eval_source: Any
+  mesh: jax.sharding.Mesh
+  optimizer: optax.GradientTransformation
+  beta_fn: Callable[[jax.Array], jax.Array]
+  train_step: Callable  # jitted (state, batch, key) -> (state, metrics)
+  eval_step: Callable  # jitted (state, batch, key) -> summed metrics
+  apply_fn: Callable  # jitted model.apply(variables, ..., train=, sample=, method=)
+
+  def init_state(self, key: jax.Array) -> TrainState:
+    """Fresh parameters and optimizer state, replicated over the mesh."""
+    return init_state(self.model, self.config, self.image_shape, self.optimizer, key, self.mesh)
+
+  def abstract_state(self) -> TrainState:
+    return jax.eval_shape(self.init_state, jax.random.key(0))
+
+
+def create_experiment(config: ml_collections.ConfigDict, mesh=None) -> Experiment:
+  """Validates `config`, opens the data and builds the model and compiled steps.
+
+  Raises ConfigError or sources.DataError before anything is compiled.
+  """
+  mesh = parallel.make_mesh() if mesh is None else mesh
+  validate_config(config, mesh.devices.size)
+  train_source = sources.open_source(config.data, config.data.train_split, config.seed)
+  eval_source = sources.open_source(config.data, config.data.eval_split, config.seed)
+  image_shape = tuple(train_source.info.image_shape)
+  if tuple(eval_source.info.image_shape) != image_shape:
+    raise ConfigError(f'the train split has images of shape {image_shape} but the eval split '
+                      f'{tuple(eval_source.info.image_shape)}; set data.image_size and '
+                      'data.channels')
+  if config.model.conditioning != 'none' and train_source.info.num_classes > \
+      config.model.num_classes:
+    raise ConfigError(f'model.num_classes is {config.model.num_classes} but the data has '
+                      f'{train_source.info.num_classes} classes')
+  model = build_model(config.model, image_shape)
+  optimizer = make_optimizer(config.train)
+  beta_fn = schedules.beta_schedule(config.loss, config.train.num_train_steps)
+  replicated = parallel.replicated(mesh)
+  batch_sharding = parallel.data_sharded(mesh)
+  train_step = jax.jit(
+      steps.make_train_step(model, config, optimizer, beta_fn),
+      in_shardings=(replicated, batch_sharding, replicated),
+      out_shardings=(replicated, replicated), donate_argnums=(0,))
+  eval_step = jax.jit(steps.make_eval_step(model, config, beta_fn),
+                      in_shardings=(replicated, batch_sharding, replicated),
+                      out_shardings=replicated)
+  apply_fn = jax.jit(model.apply, static_argnames=('train', 'sample', 'method'))
+  return Experiment(config, model, image_shape, train_source, eval_source, mesh, optimizer,
+                    beta_fn, train_step, eval_step, apply_fn)
+
+
+def init_state(model: nn.Module, config: ml_collections.ConfigDict,
+               image_shape: tuple[int, int, int], optimizer: optax.GradientTransformation,
+               key: jax.Array, mesh=None) -> TrainState:
+  params_key, latent_key, dropout_key = jax.random.split(key, 3)
+  images = jnp.zeros((1, *image_shape), jnp.float32)
+  labels = jnp.zeros((1,), jnp.int32) if config.model.conditioning != 'none' else None
+
+  def init(params_key, latent_key, dropout_key):
+    variables = model.init({'params': params_key, 'latent': latent_key, 'dropout': dropout_key},
+                           images, labels, train=False)
+    params = variables['params']
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=variables.get('batch_stats', {}),
+                      opt_state=optimizer.init(params))
+
+  shardings = parallel.replicated(mesh) if mesh is not None else None
+  return jax.jit(init, out_shardings=shardings)(params_key, latent_key, dropout_key)
+
+
+def evaluate(experiment: Experiment, state: TrainState, key: jax.Array,
+             max_batches: int = 0) -> dict[str, Any]:
+  """Metrics over the whole eval split (or its first `max_batches` batches), deterministic."""
+  config = experiment.config
+  totals = None
+  batches = pipeline.eval_batches(
+      experiment.eval_source, config.data, config.train.eval_batch_size, max_batches,
+      jax.process_index(), jax.process_count())
+  for index, batch in enumerate(batches):
+    sums = experiment.eval_step(state, parallel.global_batch(batch, experiment.mesh),
+                                jax.random.fold_in(key, index))
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  return steps.finalize_eval(jax.device_get(totals))
+
+
+def first_eval_images(experiment: Experiment, count: int) -> dict[str, np.ndarray]:
+  """The first `count` eval examples as uint8 images and labels (host arrays)."""
+  source = experiment.eval_source
+  records = [source[i] for i in range(min(count, len(source)))]
+  return {'image': np.stack([r['image'] for r in records]),
+          'label': np.asarray([r['label'] for r in records], np.int32)}
+
+
+def write_figures(experiment: Experiment, state: TrainState, key: jax.Array, workdir: str
+                  ) -> list[str]:
+  """Reconstructions of held-out images, prior samples (VAEs) and the loss curve."""
+  if jax.process_index() != 0:
+    return []
+  config = experiment.config
+  value_range = config.data.value_range
+  examples = first_eval_images(experiment, config.train.num_figure_images)
+  corruption_key, sample_key = jax.random.split(key)
+  variables = {'params': state.params}
+  if state.batch_stats:
+    variables['batch_stats'] = state.batch_stats
+  batch = {k: jnp.asarray(v) for k, v in examples.items()}
+  inputs, target, labels = steps.prepare_batch(batch, corruption_key, config)
+  outputs = experiment.apply_fn(variables, inputs, labels, train=False, sample=False)
+  rows = [pipeline.to_uint8(target, value_range)]
+  titles = ['held-out images']
+  if config.task != 'reconstruct':
+    rows.append(pipeline.to_uint8(inputs, value_range))
+    titles.append(f'input ({config.corruption.kind})')
+  rows.append(pipeline.to_uint8(outputs['reconstruction'], value_range))
+  titles.append('reconstruction (posterior mean)' if config.model.kind == 'vae' else
+                'reconstruction')
+  figure_dir = os.path.join(workdir, 'figures')
+  paths = [plotting.save_rows(os.path.join(figure_dir, 'reconstructions.png'), rows, titles)]
+  if config.model.kind == 'vae':
+    count = config.train.num_figure_images
+    z = jax.random.normal(sample_key, (count, config.model.latent_dim))
+    sample_labels = (jnp.arange(count) % config.model.num_classes
+                     if config.model.conditioning != 'none' else None)
+    logits = experiment.apply_fn(variables, z, sample_labels, method='decode')
+    samples = pipeline.to_uint8(experiment.apply_fn(variables, logits, method='activate'),
+                                value_range)
+    columns = min(count, 8)
+    paths.append(plotting.save_grid(os.path.join(figure_dir, 'samples.png'), samples, columns,
+                                    'prior samples z ~ N(0, I)'))
+  records = metric_writer.read_metrics(workdir)
+  names = ['loss', 'reconstruction'] + (['kl'] if config.model.kind == 'vae' else [])
+  paths.append(plotting.save_curves(os.path.join(figure_dir, 'curves.png'), records, names))
+  return paths
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str) -> Iterator[None]:
+  """Refuses a second live run in the same workdir; the OS drops the lock if a run dies."""
+  path = os.path.join(workdir, f'.lock.{jax.process_index()}')
+  handle = open(path, 'a+')
+  try:
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    handle.seek(0)
+    owner = handle.read().strip() or 'unknown'
+    handle.close()
+    raise WorkdirInUseError(f'workdir {workdir!r} is in use by another training run (pid '
+                            f'{owner}); wait for it to finish or choose another --workdir') \
+        from None
+  handle.seek(0)
+  handle.truncate()
+  handle.write(str(os.getpid()))
+  handle.flush()
+  try:
+    yield
+  finally:
+    fcntl.flock(handle, fcntl.LOCK_UN)
+    handle.close()
+
+
+class _StopSignals:
+  """Turns SIGTERM and SIGINT into a flag the loop checks after each step."""
+
+  def __init__(self):
+    self.received: int | None = None
+    self._previous = {}
+
+  def __enter__(self):
+    for signum in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._previous[signum] = signal.signal(signum, self._handle)
+      except ValueError:  # Not the main thread (e.g. some notebook kernels): leave as is.
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    self.received = signum
+
+  def __exit__(self, *exc):
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
+
+
+def _nonfinite_message(step: int, metrics: dict) -> str:
+  bad = [name for name, value in metrics.items()
+         if name != 'finite' and np.asarray(value).size == 1 and not np.isfinite(value)]
+  return (f'training stopped at step {step}: non-finite {", ".join(bad) or "values"} '
+          f'({", ".join(f"{k}={float(metrics[k])}" for k in bad)}); the last checkpoint is kept '
+          'as it was. Lower train.learning_rate, set train.grad_clip_norm, or set '
+          "train.nan_policy='skip' to skip such steps")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains `config` in `workdir` (resuming if it holds a checkpoint) and evaluates.
+
+  Returns the final eval metrics, also written to `<workdir>/eval/<split>/metrics.json`.
+  """
+  experiment = create_experiment(config)  # Validates config and data before anything else.
+  os.makedirs(workdir, exist_ok=True)
+  with workdir_lock(workdir), _StopSignals() as stop:
+    return _train(experiment, workdir, stop)
+
+
+def _train(experiment: Experiment, workdir: str, stop: _StopSignals) -> dict[str, Any]:
+  config = experiment.config
+  is_main = jax.process_index() == 0
+  if is_main:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2))
+  checkpoints = checkpointing.RunCheckpoints(
+      workdir, config.train.keep_checkpoints, config.train.best_metric, config.train.best_mode)
+  restored = checkpoints.restore(experiment.abstract_state())
+  train_iter = pipeline.train_iterator(
+      experiment.train_source, config.data, config.train.batch_size, config.seed,
+      jax.process_index(), jax.process_count())
+  if restored is None:
+    key = jax.random.key(config.seed)
+    state = experiment.init_state(jax.random.fold_in(key, 0))
+    key = jax.random.fold_in(key, 1)
+  else:
+    state, key, iterator_state, _ = restored
+    if iterator_state:
+      train_iter.set_state(iterator_state)
+  start_step = int(state.step)
+  writer = metric_writer.MetricWriter(workdir)
+  if is_main:
+    metric_writer.truncate_after(workdir, start_step)
+  logging.info('model %s with %s parameters; training from step %d to %d on %d device(s)',
+               type(experiment.model).__name__, f'{count_parameters(state.params):,}',
+               start_step, config.train.num_train_steps, experiment.mesh.devices.size)
+  eval_key = jax.random.fold_in(key, 2**31 - 1)  # A stream no train step folds in.
+  num_steps = config.train.num_train_steps
+
+  def checkpoint(step: int) -> None:
+    checkpoints.save(step, state, key, train_iter.get_state(), config)
+
+  progress = _progress_bar(config, start_step, num_steps, is_main)
+  pending, previous = [], None
+  last_log_time, last_log_step = time.perf_counter(), start_step
+  try:
+    for step in range(start_step, num_steps):
+      batch = parallel.global_batch(next(train_iter), experiment.mesh)
+      state, metrics = experiment.train_step(state, batch, key)
+      # The previous step's finiteness is checked now, after this step is dispatched, so the
+      # host never waits on the device just to look at one flag.
+      if previous is not None and not bool(previous[1]['finite']):
+        _on_nonfinite(config, previous)
+      previous = (step, metrics)
+      pending.append(metrics)
+      done = step + 1
+      if done % config.train.log_every_steps == 0 or done == num_steps:
+        if not bool(metrics['finite']):
+          _on_nonfinite(config, previous)
+        now = time.perf_counter()
+        summary = _mean_metrics(pending)
+        summary['steps_per_second'] = (done - last_log_step) / (now - last_log_time)
+        summary['images_per_second'] = summary['steps_per_second'] * config.train.batch_size
+        writer.write(done, 'train', summary)
+        progress.set_postfix(loss=f'{summary["loss"]:.4g}',
+                             img_s=f'{summary["images_per_second"]:.0f}')
+        pending, last_log_time, last_log_step = [], now, done
+      progress.update(1)
+      if done % config.train.eval_every_steps == 0 and done != num_steps:
+        eval_metrics = evaluate(experiment, state, eval_key, config.train.eval_max_batches)
+        writer.write(done, 'eval', eval_metrics)
+        checkpoints.save_best(done, state, key, train_iter.get_state(), config, eval_metrics)
+        write_figures(experiment, state, eval_key, workdir)
+      if done % config.train.checkpoint_every_steps == 0:
+        checkpoint(done)
+      if stop.received is not None:
+        if previous is not None and not bool(previous[1]['finite']):
+          _on_nonfinite(config, previous)
+        checkpoint(done)
+        logging.warning('received signal %d: saved a checkpoint at step %d; run the same '
+                        'command to resume', stop.received, done)
+        raise KeyboardInterrupt if stop.received == signal.SIGINT else SystemExit(
+            128 + stop.received)
+    if previous is not None and not bool(previous[1]['finite']):
+      _on_nonfinite(config, previous)
+    final_step = int(state.step)
+    checkpoint(final_step)
+    eval_metrics = evaluate(experiment, state, eval_key)
+    writer.write(final_step, 'eval', eval_metrics)
+    checkpoints.save_best(final_step, state, key, train_iter.get_state(), config, eval_metrics)
+    figures = write_figures(experiment, state, eval_key, workdir)
+    if is_main:
+      _write_final_metrics(workdir, config, final_step, eval_metrics, figures)
+    return eval_metrics
+  finally:
+    progress.close()
+    writer.close()
+    checkpoints.close()
+
+
+def _on_nonfinite(config: ml_collections.ConfigDict, step_and_metrics) -> None:
+  step, metrics = step_and_metrics
+  message = _nonfinite_message(step, jax.device_get(metrics))
+  if config.train.nan_policy == 'stop':
+    raise NonFiniteError(message)
+  logging.warning('skipped the update: %s', message)
+
+
+def _mean_metrics(pending: list[dict]) -> dict[str, float]:
+  stacked = jax.device_get(pending)
+  return {name: float(np.mean([m[name] for m in stacked])) for name in stacked[0]
+          if name != 'finite'}
+
+
+def _progress_bar(config, start: int, total: int, enabled: bool):
+  from tqdm import auto as tqdm_auto  # Lazy: plain library users never see a bar.
+  return tqdm_auto.tqdm(initial=start, total=total, disable=not (enabled and
+                                                                config.train.progress_bar),
+                        unit='step', dynamic_ncols=True)
+
+
+def _write_final_metrics(workdir: str, config, step: int, metrics: dict, figures: list[str]
+                         ) -> None:
+  out_dir = os.path.join(workdir, 'eval', config.data.eval_split)
+  os.makedirs(out_dir, exist_ok=True)
+  record = {'step': step, 'split': config.data.eval_split, 'seed': config.seed,
+            'metrics': metrics, 'figures': [os.path.relpath(p, workdir) for p in figures]}
+  with open(os.path.join(out_dir, 'metrics.json'), 'w') as f:
+    json.dump(record, f, indent=2)
+  scalars = {k: v for k, v in metrics.items() if not isinstance(v, list)}
+  logging.info('final eval on %s at step %d: %s', config.data.eval_split, step,
+               json.dumps(scalars))

@@ -1,0 +1,266 @@
+"""jvae.models.layers: each impl equals the other and flax's own layers, in values and grads."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jvae.models import layers
+
+# (kernel_size, strides, padding, output_padding): common decoder settings, each tried on an
+# odd-by-even and an even-by-odd input (H != W, so that a swapped axis cannot pass).
+CONV_TRANSPOSE_CASES = [
+    (4, 2, 1, 0),
+    (3, 2, 1, 1),
+    (3, 2, 'SAME', 0),
+    (3, 1, 'SAME', 0),
+    (5, 2, 2, 1),
+    (2, 2, 0, 0),
+]
+SPATIAL_SHAPES = [(5, 6), (8, 7)]
+# Corners of the phase arithmetic, on one input shape to keep the file fast: an odd output
+# (fewer rows in the last phase), kernels smaller than the stride (phases without taps, output past
+# the end of the scatter result), 'VALID', and p > k - 1 (negative padding of the phase conv).
+CORNER_CASES = [
+    (3, 2, 1, 0),
+    (1, 2, 'SAME', 0),
+    (2, 3, 'SAME', 0),
+    (3, 2, 'VALID', 0),
+    (3, 2, 3, 1),
+]
+CIN, COUT = 3, 4
+# Compiling, not running, is what these tiny tests spend their time on; XLA's backend optimizations
+# roughly double it and are irrelevant to the identities tested here.
+_QUICK_COMPILE = {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True}
+
+
+def _run_jitted(fn, *args):
+  return jax.jit(fn).lower(*args).compile(_QUICK_COMPILE)(*args)
+
+
+def _assert_close(actual, expected, rtol=1e-5, atol=1e-5):
+  expected = np.asarray(expected)
+  # Gradients are sums over many terms; scale atol with their size.
+  scale = max(1.0, float(np.abs(expected).max()))
+  np.testing.assert_allclose(np.asarray(actual), expected, rtol=rtol, atol=atol * scale)
+
+
+# Test data come from numpy: every jax.random call would cost a ~1 s compilation of its own.
+_KEY = jax.random.PRNGKey(0)
+
+
+def _normal(seed, shape):
+  return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
+
+
+def _random_params(k, cin=CIN, cout=COUT, seed=0):
+  """Random kernel and non-zero bias (so bias bugs show), built without a traced module.init."""
+  return {'kernel': _normal(seed, (k, k, cin, cout)), 'bias': _normal(seed + 1, (cout,))}
+
+
+def _values_and_grads(apply_fns, params_list, x, cotangent):
+  """For each (apply, params): y = apply(params, x) and the grads of <y, cotangent>.
+
+  One compilation for all of them: it dominates at these sizes, and eager dispatch of the fast
+  impls' many small ops is slower still.
+  """
+  def run(params_list, x):
+    results = []
+    for apply_fn, params in zip(apply_fns, params_list, strict=True):
+      def loss(params, x, apply_fn=apply_fn):
+        y = apply_fn({'params': params}, x)
+        return jnp.sum(y * cotangent), y
+      (_, y), (dparams, dx) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(params, x)
+      results.append((y, dx, dparams))
+    return results
+  return _run_jitted(run, params_list, x)
+
+
+def _flax_conv_transpose(k, s, padding, output_padding):
+  """The flax layer equal to our scatter semantics once its kernel is flipped spatially."""
+  if isinstance(padding, str):
+    flax_padding = padding
+  else:
+    lo = k - 1 - padding
+    flax_padding = ((lo, lo + output_padding),) * 2
+  return nn.ConvTranspose(COUT, (k, k), (s, s), padding=flax_padding, transpose_kernel=False)
+
+
+def _expected_transpose_size(size, k, s, padding, output_padding):
+  if padding == 'SAME':
+    return size * s
+  if padding == 'VALID':
+    return size * s + max(k - s, 0)
+  return (size - 1) * s - 2 * padding + k + output_padding
+
+
+def _transpose_params():
+  cases = [(*case, hw) for case in CONV_TRANSPOSE_CASES for hw in SPATIAL_SHAPES]
+  cases += [(*case, SPATIAL_SHAPES[0]) for case in CORNER_CASES]
+  return [pytest.param(*case, id=f'k{case[0]}-s{case[1]}-p{case[2]}-op{case[3]}-{case[4][0]}x'
+                       f'{case[4][1]}') for case in cases]
+
+
+@pytest.mark.parametrize('k,s,padding,output_padding,hw', _transpose_params())
+def test_conv_transpose_fast_equals_native_and_flax(k, s, padding, output_padding, hw):
+  x = _normal(10, (2, *hw, CIN))
+  fast = layers.ConvTranspose(COUT, k, s, padding, output_padding, impl='fast')
+  native = fast.clone(impl='native')
+  params = _random_params(k)
+  expected_shape = (2, *(_expected_transpose_size(n, k, s, padding, output_padding) for n in hw),
+                    COUT)
+  cotangent = _normal(11, expected_shape)
+
+  flax_params = dict(params, kernel=jnp.asarray(np.asarray(params['kernel'])[::-1, ::-1]))
+  reference = _flax_conv_transpose(k, s, padding, output_padding)
+  (y_fast, dx_fast, dp_fast), (y_native, dx_native, dp_native), (y_flax, dx_flax, dp_flax) = (
+      _values_and_grads([fast.apply, native.apply, reference.apply],
+                        [params, params, flax_params], x, cotangent))
+
+  assert y_fast.shape == y_native.shape == y_flax.shape == expected_shape
+  _assert_close(y_native, y_flax)
+  _assert_close(y_fast, y_native)
+  _assert_close(dx_native, dx_flax)
+  _assert_close(dx_fast, dx_native)
+  _assert_close(dp_native['kernel'], np.asarray(dp_flax['kernel'])[::-1, ::-1])
+  _assert_close(dp_fast['kernel'], dp_native['kernel'])
+  _assert_close(dp_native['bias'], dp_flax['bias'])
+  _assert_close(dp_fast['bias'], dp_native['bias'])
+
+
+def test_conv_transpose_matches_torch():
+  torch = pytest.importorskip('torch')
+  x = _normal(20, (2, 5, 6, CIN))
+  for k, s, padding, output_padding in CONV_TRANSPOSE_CASES + CORNER_CASES:
+    if isinstance(padding, str):
+      continue
+    module = layers.ConvTranspose(COUT, k, s, padding, output_padding, impl='fast')
+    params = _random_params(k)
+    y = _run_jitted(module.apply, {'params': params}, x)
+    y_torch = torch.nn.functional.conv_transpose2d(
+        torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy()),
+        torch.from_numpy(np.asarray(params['kernel']).transpose(2, 3, 0, 1).copy()),
+        torch.from_numpy(np.asarray(params['bias']).copy()),
+        stride=s, padding=padding, output_padding=output_padding)
+    _assert_close(y, y_torch.numpy().transpose(0, 2, 3, 1))
+
+
+@pytest.mark.parametrize('padding', ['SAME', 1, 0])
+@pytest.mark.parametrize('strides', [1, 2])
+@pytest.mark.parametrize('k', [3, 4])
+def test_conv_fast_equals_native_and_flax(k, strides, padding):
+  x = _normal(30, (2, 7, 8, CIN))
+  fast = layers.Conv(COUT, k, strides, padding, impl='fast')
+  native = fast.clone(impl='native')
+  flax_padding = padding if isinstance(padding, str) else ((padding, padding),) * 2
+  reference = nn.Conv(COUT, (k, k), (strides, strides), padding=flax_padding)
+  params = _random_params(k)
+  y_shape = jax.eval_shape(lambda: reference.apply({'params': params}, x)).shape
+  cotangent = _normal(31, y_shape)
+
+  (y_fast, dx_fast, dp_fast), (y_native, dx_native, dp_native), (y_flax, dx_flax, dp_flax) = (
+      _values_and_grads([fast.apply, native.apply, reference.apply], [params] * 3, x, cotangent))
+
+  _assert_close(y_native, y_flax)
+  _assert_close(y_fast, y_native)
+  _assert_close(dx_native, dx_flax)
+  _assert_close(dx_fast, dx_native)
+  for name in ('kernel', 'bias'):
+    _assert_close(dp_native[name], dp_flax[name])
+    _assert_close(dp_fast[name], dp_native[name])
+
+
+@pytest.mark.parametrize('pads', [((1, 1), (1, 1)), ((0, 2), (2, 0)), ((-1, 2), (1, -2))])
+@pytest.mark.parametrize('strides', [1, 2])
+def test_extract_patches_custom_vjp_is_exact_transpose(pads, strides):
+  x = _normal(40, (2, 7, 8, 2))
+
+  def run(x, g):
+    # The reference is autodiff's own transpose of the same slices and concat.
+    patches, vjp = jax.vjp(lambda x: layers.extract_patches(x, 3, strides, pads), x)
+    reference, reference_vjp = jax.vjp(
+        lambda x: layers._extract_patches_impl(x, 3, strides, pads), x)
+    return patches, reference, vjp(g)[0], reference_vjp(g)[0]
+
+  out_shape = jax.eval_shape(lambda: layers.extract_patches(x, 3, strides, pads)).shape
+  g = _normal(41, out_shape)
+  patches, reference, dx, dx_reference = _run_jitted(run, x, g)
+  _assert_close(patches, reference)
+  _assert_close(dx, dx_reference)
+
+
+@pytest.mark.parametrize('impl', layers.IMPLS)
+def test_shapes_and_parameters(impl):
+  x = jnp.zeros((2, 8, 6, CIN))
+  cases = [
+      # (module, expected output shape)
+      (layers.ConvTranspose(COUT, 4, 2, 1, impl=impl), (2, 16, 12, COUT)),
+      (layers.ConvTranspose(COUT, 3, 2, 1, 1, impl=impl), (2, 16, 12, COUT)),
+      (layers.ConvTranspose(COUT, 3, 2, 1, impl=impl), (2, 15, 11, COUT)),
+      (layers.ConvTranspose(COUT, 3, 2, 'SAME', impl=impl), (2, 16, 12, COUT)),
+      (layers.ConvTranspose(COUT, 3, 1, 'SAME', impl=impl), (2, 8, 6, COUT)),
+      (layers.ConvTranspose(COUT, 3, 2, 'VALID', impl=impl), (2, 17, 13, COUT)),
+      (layers.Conv(COUT, 3, 1, 'SAME', impl=impl), (2, 8, 6, COUT)),
+      (layers.Conv(COUT, 3, 2, 'SAME', impl=impl), (2, 4, 3, COUT)),
+      (layers.Conv(COUT, 3, 2, 1, impl=impl), (2, 4, 3, COUT)),
+      (layers.Conv(COUT, 4, 2, 1, impl=impl), (2, 4, 3, COUT)),
+      (layers.Conv(COUT, 3, 2, 0, impl=impl), (2, 3, 2, COUT)),
+  ]
+  for module, expected in cases:
+    variables = jax.eval_shape(module.init, _KEY, x)
+    k = module.kernel_size
+    assert variables['params']['kernel'].shape == (k, k, CIN, COUT)
+    assert variables['params']['kernel'].dtype == jnp.float32
+    assert variables['params']['bias'].shape == (COUT,)
+    assert jax.eval_shape(module.apply, variables, x).shape == expected, module
+
+
+def test_both_impls_have_identical_parameter_trees():
+  x = jnp.ones((2, 5, 5, CIN))
+  for module in (layers.Conv(COUT, 3, 2), layers.ConvTranspose(COUT, 4, 2, 1)):
+    fast = jax.eval_shape(module.clone(impl='fast').init, _KEY, x)
+    native = jax.eval_shape(module.clone(impl='native').init, _KEY, x)
+    assert fast == native
+
+
+def test_leading_batch_axes_and_unbatched_inputs():
+  x = _normal(50, (3, 2, 5, 6, CIN))
+  params = {'params': _random_params(3)}
+  for module in (layers.Conv(COUT, 3, 2, impl='fast'), layers.ConvTranspose(COUT, 3, 2, 1, 1)):
+    y, y_single = _run_jitted(lambda p, x, m=module: (m.apply(p, x), m.apply(p, x[1, 0])),
+                              params, x)
+    assert y.shape[:2] == (3, 2)
+    _assert_close(np.asarray(y)[1, 0], y_single)
+
+
+@pytest.mark.parametrize('impl', layers.IMPLS)
+def test_bfloat16_compute(impl):
+  x = _normal(60, (2, 6, 6, CIN))
+  module = layers.ConvTranspose(COUT, 4, 2, 1, impl=impl, dtype=jnp.bfloat16)
+  variables = jax.eval_shape(module.init, _KEY, x)
+  assert variables['params']['kernel'].dtype == jnp.float32
+  params = {'params': _random_params(4)}
+  module32 = module.clone(dtype=jnp.float32)
+  y, y32 = _run_jitted(lambda p, x: (module.apply(p, x), module32.apply(p, x)), params, x)
+  assert y.dtype == jnp.bfloat16
+  # bfloat16 keeps 8 bits of mantissa: relative error ~ 2^-8 per term.
+  _assert_close(np.asarray(y, np.float32), y32, rtol=5e-2, atol=5e-2)
+
+
+@pytest.mark.parametrize('module,match', [
+    (layers.ConvTranspose(COUT, 3, 2, 'SAME', output_padding=1), 'output_padding needs an int'),
+    (layers.ConvTranspose(COUT, 3, 2, 1, output_padding=2), 'must be < strides'),
+    (layers.ConvTranspose(COUT, 3, 2, -1), 'padding'),
+    (layers.ConvTranspose(COUT, 3, 2, 'CIRCULAR'), 'padding'),
+    (layers.ConvTranspose(COUT, 3, 2, 1, impl='lax'), 'impl'),
+    (layers.ConvTranspose(COUT, 3, 1, 5), 'empty output'),
+    (layers.Conv(COUT, 0), 'kernel_size'),
+    (layers.Conv(COUT, 3, impl='im2col'), 'impl'),
+    (layers.Conv(COUT, 9, padding='VALID'), 'larger than the padded input'),
+])
+def test_unsupported_settings_raise(module, match):
+  with pytest.raises(ValueError, match=match):
+    jax.eval_shape(module.init, _KEY, jnp.zeros((1, 4, 4, CIN)))

@@ -1,0 +1,193 @@
+"""End-to-end properties of the trainer: learning, data parallelism, resumption, failures."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from conftest import REPO, tiny_config
+from jvae import checkpointing, metric_writer, parallel, trainer
+
+
+def _train_losses(workdir):
+  return {r['step']: r['loss'] for r in metric_writer.read_metrics(str(workdir))
+          if r['split'] == 'train'}
+
+
+def _restore_params(workdir, config):
+  experiment = trainer.create_experiment(config)
+  run = checkpointing.RunCheckpoints(str(workdir), 3, 'loss', 'min')
+  state, _, _, _ = run.restore(experiment.abstract_state())
+  run.close()
+  return state.params
+
+
+def test_a_model_overfits_a_32_image_batch(config):
+  config.loss.reconstruction = 'mse'
+  config.model.kind = 'ae'
+  config.train.batch_size = 32
+  config.train.learning_rate = 3e-3
+  experiment = trainer.create_experiment(config)
+  state = experiment.init_state(jax.random.key(0))
+  records = [experiment.train_source[i] for i in range(32)]
+  batch = parallel.global_batch({'image': np.stack([r['image'] for r in records]),
+                                 'label': np.asarray([r['label'] for r in records])},
+                                experiment.mesh)
+  key = jax.random.key(1)
+  first = None
+  for _ in range(300):
+    state, metrics = experiment.train_step(state, batch, key)
+    first = float(metrics['loss']) if first is None else first
+  assert float(metrics['loss']) < 0.15 * first, (first, float(metrics['loss']))
+
+
+def test_training_writes_metrics_figures_and_checkpoints(tmp_path, config):
+  metrics = trainer.train_and_evaluate(config, str(tmp_path))
+  for name in ('reconstructions.png', 'samples.png', 'curves.png'):
+    assert (tmp_path / 'figures' / name).stat().st_size > 1000
+  final = json.loads((tmp_path / 'eval' / 'test' / 'metrics.json').read_text())
+  held_out = len(trainer.create_experiment(config).eval_source)
+  assert final['step'] == 12 and final['metrics']['count'] == held_out  # each digit exactly once
+  assert metrics['kl'] > 0 and len(metrics['kl_per_dim']) == 4
+  assert np.isclose(metrics['elbo'], -(metrics['reconstruction'] + metrics['kl']))
+  assert sorted(_train_losses(tmp_path)) == list(range(1, 13))
+  assert ocp.CheckpointManager(str(tmp_path / 'checkpoints')).all_steps() == [4, 8, 12]
+  assert ocp.CheckpointManager(str(tmp_path / 'best')).all_steps() == [12]
+
+
+def test_a_stopped_run_resumes_bit_for_bit(tmp_path, config):
+  trainer.train_and_evaluate(config, str(tmp_path / 'straight'))
+  config.train.num_train_steps = 8
+  trainer.train_and_evaluate(config, str(tmp_path / 'resumed'))
+  config.train.num_train_steps = 12
+  trainer.train_and_evaluate(config, str(tmp_path / 'resumed'))
+  straight, resumed = _train_losses(tmp_path / 'straight'), _train_losses(tmp_path / 'resumed')
+  assert straight == resumed and len(straight) == 12
+  jax.tree.map(np.testing.assert_array_equal, _restore_params(tmp_path / 'straight', config),
+               _restore_params(tmp_path / 'resumed', config))
+
+
+def _train_cli(workdir, *overrides):
+  command = [sys.executable, str(REPO / 'train.py'), '--config', str(REPO / 'configs/test.py'),
+             '--workdir', str(workdir), *overrides]
+  env = {**os.environ, 'PYTHONPATH': str(REPO)}
+  return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for_steps(workdir, steps, process, timeout=120):
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if len(_train_losses(workdir)) >= steps:
+      return
+    if process.poll() is not None:
+      raise AssertionError(f'training exited early:\n{process.stdout.read()}')
+    time.sleep(0.05)
+  raise AssertionError('training did not reach the step in time')
+
+
+def test_sigkill_then_restart_matches_an_uninterrupted_run(tmp_path, config):
+  steps = 30
+  overrides = [f'--config.train.num_train_steps={steps}', '--config.train.checkpoint_every_steps=2']
+  process = _train_cli(tmp_path / 'killed', *overrides)
+  _wait_for_steps(tmp_path / 'killed', random.Random().randint(5, 20), process)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  restart = _train_cli(tmp_path / 'killed', *overrides)
+  output, _ = restart.communicate(timeout=300)
+  assert restart.returncode == 0, output
+  config.train.num_train_steps = steps
+  config.train.checkpoint_every_steps = 2
+  trainer.train_and_evaluate(config, str(tmp_path / 'straight'))
+  assert _train_losses(tmp_path / 'killed') == _train_losses(tmp_path / 'straight')
+  jax.tree.map(np.testing.assert_array_equal, _restore_params(tmp_path / 'straight', config),
+               _restore_params(tmp_path / 'killed', config))
+
+
+def test_sigterm_saves_a_checkpoint_and_loses_no_step(tmp_path):
+  process = _train_cli(tmp_path, '--config.train.num_train_steps=100000',
+                       '--config.train.checkpoint_every_steps=100000')
+  _wait_for_steps(tmp_path, 3, process)
+  process.send_signal(signal.SIGTERM)
+  output, _ = process.communicate(timeout=120)
+  assert process.returncode == 128 + signal.SIGTERM, output
+  saved = ocp.CheckpointManager(str(tmp_path / 'checkpoints')).latest_step()
+  assert saved == max(_train_losses(tmp_path)), output
+
+
+def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, config):
+  config.train.learning_rate = 1e30  # Parameters overflow within a few steps.
+  config.train.checkpoint_every_steps = 1
+  config.train.num_train_steps = 50
+  with pytest.raises(trainer.NonFiniteError, match=r'step \d+: non-finite'):
+    trainer.train_and_evaluate(config, str(tmp_path / 'stop'))
+  params = _restore_params(tmp_path / 'stop', config)
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params))
+  config.train.nan_policy = 'skip'
+  config.train.checkpoint_every_steps = 1000
+  trainer.train_and_evaluate(config, str(tmp_path / 'skip'))
+  params = _restore_params(tmp_path / 'skip', config)
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params))
+
+
+def test_a_second_run_in_the_same_workdir_is_refused(tmp_path, config):
+  os.makedirs(tmp_path, exist_ok=True)
+  with trainer.workdir_lock(str(tmp_path)):
+    with pytest.raises(trainer.WorkdirInUseError, match='in use by another training run'):
+      trainer.train_and_evaluate(config, str(tmp_path))
+
+
+def test_a_checkpoint_that_does_not_fit_the_config_names_the_parameter(tmp_path, config):
+  config.train.num_train_steps = 4
+  trainer.train_and_evaluate(config, str(tmp_path))
+  config.model.latent_dim = 5
+  with pytest.raises(checkpointing.CheckpointError, match=r"mu.*kernel.*\(32, 4\).*\(32, 5\)"):
+    trainer.train_and_evaluate(config, str(tmp_path))
+
+
+EIGHT_DEVICES_SCRIPT = textwrap.dedent('''
+    import sys
+    import jax, numpy as np
+    sys.path.insert(0, 'tests')
+    from conftest import tiny_config
+    from jvae import parallel, trainer
+    assert jax.device_count() == 8, jax.devices()
+    config = tiny_config()
+    config.model.norm = 'batch'  # BatchNorm statistics must be global over the sharded batch.
+    config.train.batch_size = 32
+    results = []
+    for devices in (jax.devices()[:1], jax.devices()):
+      experiment = trainer.create_experiment(config, parallel.make_mesh(devices))
+      state = experiment.init_state(jax.random.key(0))
+      source = experiment.train_source
+      for step in range(4):
+        records = [source[i] for i in range(step * 32, (step + 1) * 32)]
+        batch = {'image': np.stack([r['image'] for r in records]),
+                 'label': np.asarray([r['label'] for r in records])}
+        state, metrics = experiment.train_step(
+            state, parallel.global_batch(batch, experiment.mesh), jax.random.key(1))
+      results.append((jax.device_get(state.params), jax.device_get(state.batch_stats),
+                      float(metrics['loss'])))
+    (p1, s1, l1), (p8, s8, l8) = results
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5), p1, p8)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5), s1, s8)
+    assert abs(l1 - l8) <= 1e-4 * abs(l1), (l1, l8)
+    print('OK', l1, l8)
+''')
+
+
+def test_eight_devices_equal_one_device():
+  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=8',
+         'PYTHONPATH': str(REPO), 'JAX_PLATFORMS': 'cpu'}
+  result = subprocess.run([sys.executable, '-c', EIGHT_DEVICES_SCRIPT], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0 and 'OK' in result.stdout, result.stdout + result.stderr
