@@ -23,4 +23,5 @@ def get_config():
   config.train.checkpoint_every_steps = 4
   config.train.num_figure_images = 4
   config.train.progress_bar = False
+  config.train.xla_optimization = 'minimal'
   return config

@@ -22,9 +22,15 @@ class CheckpointError(RuntimeError):
   """A checkpoint cannot be used with this config; the message names what does not fit."""
 
 
-def _options(max_to_keep: int, **kwargs) -> ocp.CheckpointManagerOptions:
-  return ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                      enable_async_checkpointing=False, **kwargs)
+def _manager(directory: str, max_to_keep: int, **options) -> ocp.CheckpointManager:
+  # Declaring the item handlers lets a fresh manager read metadata before any save.
+  handlers = {'state': ocp.StandardCheckpointHandler(), 'rng': ocp.StandardCheckpointHandler(),
+              'data_iterator': ocp.JsonCheckpointHandler(),
+              'config': ocp.JsonCheckpointHandler()}
+  return ocp.CheckpointManager(
+      directory, item_handlers=handlers,
+      options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                           enable_async_checkpointing=False, **options))
 
 
 class RunCheckpoints:
@@ -32,11 +38,9 @@ class RunCheckpoints:
 
   def __init__(self, workdir: str, keep: int, best_metric: str, best_mode: str):
     self.best_metric = best_metric
-    self.latest = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), 'checkpoints'),
-                                        options=_options(keep))
-    self.best = ocp.CheckpointManager(
-        os.path.join(os.path.abspath(workdir), 'best'),
-        options=_options(1, best_fn=lambda m: m[best_metric], best_mode=best_mode))
+    self.latest = _manager(os.path.join(os.path.abspath(workdir), 'checkpoints'), keep)
+    self.best = _manager(os.path.join(os.path.abspath(workdir), 'best'), 1,
+                         best_fn=lambda m: m[best_metric], best_mode=best_mode)
 
   @staticmethod
   def _args(state, key, iterator_state, config) -> ocp.args.Composite:
@@ -104,10 +108,8 @@ def check_shapes(manager: ocp.CheckpointManager, step: int, abstract_state) -> N
   """
   stored = manager.item_metadata(step)['state']
   stored = getattr(stored, 'tree', stored)
-  stored_flat = {jax.tree_util.keystr(path): leaf for path, leaf in
-                 jax.tree_util.tree_flatten_with_path(stored)[0]}
-  expected_flat = {jax.tree_util.keystr(path): leaf for path, leaf in
-                   jax.tree_util.tree_flatten_with_path(abstract_state)[0]}
+  stored_flat = _flat_by_name(stored)
+  expected_flat = _flat_by_name(abstract_state)
   missing = sorted(set(expected_flat) - set(stored_flat))
   extra = sorted(set(stored_flat) - set(expected_flat))
   if missing or extra:
@@ -121,3 +123,19 @@ def check_shapes(manager: ocp.CheckpointManager, step: int, abstract_state) -> N
           f'checkpoint at step {step} in {manager.directory} does not fit this config: '
           f'{name} has shape {stored_shape} in the checkpoint but {tuple(leaf.shape)} here '
           '(was the model config changed? use a new --workdir)')
+
+
+def _flat_by_name(tree) -> dict[str, Any]:
+  """Leaves keyed by a path like 'params/decoder/Dense_0/kernel'.
+
+  Orbax's metadata turns tuples and named tuples (optimizer states) into dicts, so paths are
+  compared by the names and indices of their entries, not by container types.
+  """
+  def name(entry) -> str:
+    for attribute in ('key', 'idx', 'name'):
+      if hasattr(entry, attribute):
+        return str(getattr(entry, attribute))
+    return str(entry)
+
+  return {'/'.join(name(e) for e in path): leaf
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}

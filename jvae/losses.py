@@ -7,7 +7,7 @@ So `loss`, `reconstruction` and `kl` are all in nats (or squared/absolute error 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

@@ -7,7 +7,7 @@ dropout and the input corruption, so a resumed run draws exactly what an uninter
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -63,10 +63,10 @@ def make_train_step(model: nn.Module, config: ml_collections.ConfigDict,
         state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    metrics.update(grad_norm=grad_norm, param_norm=optax.global_norm(params),
-                   update_norm=optax.global_norm(updates), finite=finite)
+    metrics.update(grad_norm=grad_norm, param_norm=optax.tree.norm(params),
+                   update_norm=optax.tree.norm(updates), finite=finite)
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                               opt_state=opt_state)
     if skip_bad_steps:

@@ -15,7 +15,8 @@ import json
 import os
 import signal
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -30,6 +31,16 @@ from jvae.config import ConfigError, validate_config
 from jvae.data import pipeline, sources
 from jvae.models import build_model
 from jvae.train_state import TrainState, count_parameters, make_optimizer
+
+
+# XLA:CPU spends most of a small model's compile in backend optimization; code that runs once
+# (initialization, figures) or in tests does not need it.
+MINIMAL_XLA_OPTIMIZATION = {'xla_backend_optimization_level': 0,
+                            'xla_llvm_disable_expensive_passes': True}
+
+
+def compiler_options(config: ml_collections.ConfigDict) -> dict | None:
+  return MINIMAL_XLA_OPTIMIZATION if config.train.xla_optimization == 'minimal' else None
 
 
 class NonFiniteError(FloatingPointError):
@@ -61,7 +72,7 @@ class Experiment:
     return init_state(self.model, self.config, self.image_shape, self.optimizer, key, self.mesh)
 
   def abstract_state(self) -> TrainState:
-    return jax.eval_shape(self.init_state, jax.random.key(0))
+    return abstract_state(self.model, self.config, self.image_shape, self.optimizer, self.mesh)
 
 
 def create_experiment(config: ml_collections.ConfigDict, mesh=None) -> Experiment:
@@ -90,23 +101,25 @@ def create_experiment(config: ml_collections.ConfigDict, mesh=None) -> Experimen
   train_step = jax.jit(
       steps.make_train_step(model, config, optimizer, beta_fn),
       in_shardings=(replicated, batch_sharding, replicated),
-      out_shardings=(replicated, replicated), donate_argnums=(0,))
+      out_shardings=(replicated, replicated), donate_argnums=(0,),
+      compiler_options=compiler_options(config))
   eval_step = jax.jit(steps.make_eval_step(model, config, beta_fn),
                       in_shardings=(replicated, batch_sharding, replicated),
-                      out_shardings=replicated)
-  apply_fn = jax.jit(model.apply, static_argnames=('train', 'sample', 'method'))
+                      out_shardings=replicated, compiler_options=compiler_options(config))
+  apply_fn = jax.jit(model.apply, static_argnames=('train', 'sample', 'method'),
+                     compiler_options=MINIMAL_XLA_OPTIMIZATION)
   return Experiment(config, model, image_shape, train_source, eval_source, mesh, optimizer,
                     beta_fn, train_step, eval_step, apply_fn)
 
 
-def init_state(model: nn.Module, config: ml_collections.ConfigDict,
-               image_shape: tuple[int, int, int], optimizer: optax.GradientTransformation,
-               key: jax.Array, mesh=None) -> TrainState:
-  params_key, latent_key, dropout_key = jax.random.split(key, 3)
+def _init_fn(model: nn.Module, config: ml_collections.ConfigDict,
+             image_shape: tuple[int, int, int], optimizer: optax.GradientTransformation):
+  """The pure function key -> fresh TrainState."""
   images = jnp.zeros((1, *image_shape), jnp.float32)
   labels = jnp.zeros((1,), jnp.int32) if config.model.conditioning != 'none' else None
 
-  def init(params_key, latent_key, dropout_key):
+  def init(key: jax.Array) -> TrainState:
+    params_key, latent_key, dropout_key = jax.random.split(key, 3)
     variables = model.init({'params': params_key, 'latent': latent_key, 'dropout': dropout_key},
                            images, labels, train=False)
     params = variables['params']
@@ -114,8 +127,28 @@ def init_state(model: nn.Module, config: ml_collections.ConfigDict,
                       batch_stats=variables.get('batch_stats', {}),
                       opt_state=optimizer.init(params))
 
+  return init
+
+
+def init_state(model: nn.Module, config: ml_collections.ConfigDict,
+               image_shape: tuple[int, int, int], optimizer: optax.GradientTransformation,
+               key: jax.Array, mesh=None) -> TrainState:
+  """Fresh parameters and optimizer state (replicated over `mesh` when given)."""
   shardings = parallel.replicated(mesh) if mesh is not None else None
-  return jax.jit(init, out_shardings=shardings)(params_key, latent_key, dropout_key)
+  init = _init_fn(model, config, image_shape, optimizer)
+  return jax.jit(init, out_shardings=shardings, compiler_options=MINIMAL_XLA_OPTIMIZATION)(key)
+
+
+def abstract_state(model: nn.Module, config: ml_collections.ConfigDict,
+                   image_shape: tuple[int, int, int], optimizer: optax.GradientTransformation,
+                   mesh=None) -> TrainState:
+  """The TrainState's shapes and dtypes (replicated over `mesh`), for restoring into."""
+  shapes = jax.eval_shape(_init_fn(model, config, image_shape, optimizer), jax.random.key(0))
+  if mesh is None:
+    return shapes
+  sharding = parallel.replicated(mesh)
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                      shapes)
 
 
 def evaluate(experiment: Experiment, state: TrainState, key: jax.Array,

@@ -6,10 +6,14 @@ import pathlib
 
 import pytest
 
-from jvae.config import base_config
-
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / 'shared' / 'data'
+
+# Many tests (and the training subprocesses they start) compile the same tiny steps: JAX's
+# persistent compilation cache, shared by the xdist workers, compiles each of them once.
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', str(REPO / '.pytest_cache' / 'jax'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 
 def tiny_config():
@@ -30,6 +34,3 @@ def shared_data() -> pathlib.Path:
   assert SHARED_DATA.is_dir(), f'the offline datasets are expected in {SHARED_DATA}'
   return SHARED_DATA
 
-
-def pytest_configure(config):
-  os.environ.setdefault('JAX_PLATFORMS', 'cpu')

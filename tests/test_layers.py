@@ -48,11 +48,11 @@ def _assert_close(actual, expected, rtol=1e-5, atol=1e-5):
   np.testing.assert_allclose(np.asarray(actual), expected, rtol=rtol, atol=atol * scale)
 
 
-# Test data come from numpy: every jax.random call would cost a ~1 s compilation of its own.
-_KEY = jax.random.PRNGKey(0)
+_KEY = jax.random.PRNGKey(0)  # only for eval_shape of module.init
 
 
 def _normal(seed, shape):
+  # numpy, not jax.random: each jax.random call costs a compilation of ~1 s of its own.
   return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
 
 

@@ -8,11 +8,17 @@ import pytest
 
 from jvae.config import base_config
 from jvae.models import build_model
+from jvae.trainer import MINIMAL_XLA_OPTIMIZATION
+
+
+def _jit(fn, **kwargs):
+  # Compiling dominates these tiny tests; eager Flax would compile every op on its own.
+  return jax.jit(fn, compiler_options=MINIMAL_XLA_OPTIMIZATION, **kwargs)
 
 
 def _init(model, shape, labels=None):
   x = jnp.linspace(0, 1, int(np.prod(shape))).reshape(shape)
-  variables = jax.jit(lambda: model.init(
+  variables = _jit(lambda: model.init(
       {'params': jax.random.key(0), 'latent': jax.random.key(1), 'dropout': jax.random.key(2)},
       x, labels))()
   return variables, x
@@ -39,7 +45,8 @@ def test_the_keras_cvae_layout_of_spec_s3():
                 and k.endswith('kernel')]
   assert transposed == [(3, 3, 64, 64), (3, 3, 64, 32)]
   assert shapes['decoder/Conv_0/kernel'] == (3, 3, 32, 1)
-  outputs = model.apply(variables, x, jnp.array([3, 7]), rngs={'latent': jax.random.key(3)})
+  outputs = _jit(lambda v, x: model.apply(v, x, jnp.array([3, 7]),
+                                          rngs={'latent': jax.random.key(3)}))(variables, x)
   assert outputs['reconstruction'].shape == (2, 28, 28, 1)
   assert outputs['mu'].shape == outputs['logvar'].shape == outputs['z'].shape == (2, 2)
   assert float(outputs['reconstruction'].min()) >= 0 and float(outputs['reconstruction'].max()) <= 1
@@ -51,7 +58,7 @@ def test_labels_change_the_decoded_image():
   model = build_model(config, (8, 8, 1))
   variables, _ = _init(model, (1, 8, 8, 1), jnp.array([0]))
   z = jnp.zeros((2, config.latent_dim))
-  images = model.apply(variables, z, jnp.array([1, 2]), method='decode')
+  images = _jit(lambda v: model.apply(v, z, jnp.array([1, 2]), method='decode'))(variables)
   assert not np.allclose(images[0], images[1])
   assert variables['params']['label_conditioning']['Embed_0']['embedding'].shape == (10, 8)
 
@@ -83,8 +90,9 @@ def test_model_variants_map_images_to_images(encoder, kind, norm, resnet):
   config.encoder_features = (4, 8)
   model = build_model(config, (8, 8, 3))
   variables, x = _init(model, (2, 8, 8, 3))
-  outputs, updates = model.apply(variables, x, train=True, mutable=['batch_stats'],
-                                 rngs={'latent': jax.random.key(1), 'dropout': jax.random.key(2)})
+  outputs, updates = _jit(lambda v, x: model.apply(
+      v, x, train=True, mutable=['batch_stats'],
+      rngs={'latent': jax.random.key(1), 'dropout': jax.random.key(2)}))(variables, x)
   assert outputs['reconstruction'].shape == (2, 8, 8, 3)
   assert ('batch_stats' in updates) == (norm == 'batch')
   assert ('mu' in outputs) == (kind == 'vae')
@@ -97,15 +105,15 @@ def test_skip_connections_carry_encoder_features_into_the_decoder():
   config.skip_stages = 2
   model = build_model(config, (16, 16, 1))
   variables, x = _init(model, (1, 16, 16, 1))
-  _, _, stages = model.apply(variables, x, method='encode')
+  _, _, stages = _jit(lambda v, x: model.apply(v, x, method='encode'))(variables, x)
   z = jnp.zeros((1, config.latent_dim))
-  plain = model.apply(variables, z, None, False, stages, method='decode')
+  decode = _jit(lambda v, stages: model.apply(v, z, None, False, stages, method='decode'))
+  plain = decode(variables, stages)
   changed = [stages[0] + 1.0] + list(stages[1:])
-  assert not np.allclose(plain, model.apply(variables, z, None, False, changed, method='decode'))
+  assert not np.allclose(plain, decode(variables, changed))
   # The deepest stage is never added (the decoder starts from the latent there).
   deepest = list(stages[:-1]) + [stages[-1] + 1.0]
-  np.testing.assert_array_equal(plain, model.apply(variables, z, None, False, deepest,
-                                                   method='decode'))
+  np.testing.assert_array_equal(plain, decode(variables, deepest))
 
 
 def test_fast_and_native_conv_impls_compute_the_same_model():
@@ -116,6 +124,6 @@ def test_fast_and_native_conv_impls_compute_the_same_model():
   variables, x = _init(native, (2, 8, 8, 1))
   config.conv_impl = config.conv_transpose_impl = 'fast'
   fast = build_model(config, (8, 8, 1))
-  a = native.apply(variables, x, sample=False)['logits']
-  b = fast.apply(variables, x, sample=False)['logits']
+  a = _jit(lambda v, x: native.apply(v, x, sample=False)['logits'])(variables, x)
+  b = _jit(lambda v, x: fast.apply(v, x, sample=False)['logits'])(variables, x)
   np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

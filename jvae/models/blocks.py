@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -52,7 +52,8 @@ class ResNetBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     h = NormActDrop(self.activation, self.norm)(x, train)
-    h = layers.Conv(self.features, 3, 1, 'SAME', impl=self.conv_impl, dtype=self.dtype)(h)
+    h = layers.Conv(self.features, 3, 1, 'SAME', use_bias=self.norm == 'none',
+                    impl=self.conv_impl, dtype=self.dtype)(h)
     h = NormActDrop(self.activation, self.norm)(h, train)
     h = layers.Conv(self.features, 3, 1, 'SAME', impl=self.conv_impl, dtype=self.dtype)(h)
     return x + h

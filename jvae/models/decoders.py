@@ -6,7 +6,7 @@ the wrapper applies sigmoid/tanh for the reconstruction in the data's value rang
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -73,8 +73,8 @@ class ConvDecoder(nn.Module):
       is_image = not has_output_conv and stage == self.num_stages - 1
       features = channels if is_image else self.features[stage + 1]
       h = layers.ConvTranspose(features, self.kernel_size, self.strides, self.padding,
-                               output_padding, impl=self.conv_transpose_impl,
-                               dtype=self.dtype)(h)
+                               output_padding, use_bias=is_image or self.norm == 'none',
+                               impl=self.conv_transpose_impl, dtype=self.dtype)(h)
       if is_image:
         break
       if stage < self.skip_stages:

@@ -6,7 +6,7 @@ Conv encoders also return their stage outputs, the seam for encoder-decoder skip
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -41,8 +41,10 @@ class ConvEncoder(nn.Module):
     stage_outputs = []
     h = x.astype(self.dtype)
     for features in self.features:
+      # A bias before BatchNorm is cancelled by it; its gradient is rounding noise that Adam
+      # would amplify into real updates.
       h = layers.Conv(features, self.kernel_size, self.strides, self.padding,
-                      impl=self.conv_impl, dtype=self.dtype)(h)
+                      use_bias=self.norm == 'none', impl=self.conv_impl, dtype=self.dtype)(h)
       h = blocks.NormActDrop(self.activation, self.norm, self.dropout_rate)(h, train)
       for _ in range(self.resnet_blocks):
         h = blocks.ResNetBlock(features, self.activation, self.norm, self.conv_impl,

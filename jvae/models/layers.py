@@ -295,11 +295,15 @@ def conv_transpose_fast(x: Array, kernel: Array, strides: int, crop_lo: tuple[in
                         out_size: tuple[int, int]) -> Array:
   """Same result as `conv_transpose_native`, as s*s phases computed by one stride-1 conv.
 
-  The stride-1 phase convolution itself runs as patch extraction and one matmul.
+  Arguments and result shapes are those of `conv_transpose_native`. The stride-1 phase
+  convolution itself runs as patch extraction and one matmul: on XLA:CPU that beats running it as
+  a convolution, and its weight gradient is a plain matmul too.
   """
   _, _, _, cout = kernel.shape
   s = strides
   if crop_lo[0] != crop_lo[1]:
+    # The layer never asks for this (its crop depends on k, s and padding only); a square phase
+    # window keeps extract_patches simple.
     raise ValueError(f'conv_transpose_fast needs the same crop on both axes, got {crop_lo}')
   idx, d_max = _phase_kernel_indices(kernel.shape[0], s, crop_lo[0])
   taps = idx.shape[1]

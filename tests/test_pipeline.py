@@ -1,0 +1,71 @@
+"""The grain pipelines: seeded shuffling, resumable iterator state, complete eval passes."""
+
+import numpy as np
+
+from conftest import tiny_config
+from jvae.data import pipeline, sources
+
+
+def _digits(split='train'):
+  config = tiny_config()
+  return sources.open_source(config.data, split, seed=0), config.data
+
+
+def test_a_restored_iterator_continues_with_the_same_batches():
+  source, data_config = _digits()
+  iterator = pipeline.train_iterator(source, data_config, 16, seed=3)
+  for _ in range(5):
+    next(iterator)
+  state = iterator.get_state()
+  expected = [next(iterator)['image'] for _ in range(4)]
+  fresh = pipeline.train_iterator(source, data_config, 16, seed=3)
+  fresh.set_state(state)
+  for batch in expected:
+    np.testing.assert_array_equal(next(fresh)['image'], batch)
+
+
+def test_each_epoch_is_a_new_permutation_of_the_whole_split():
+  source, data_config = _digits()
+  n = len(source) - len(source) % 16
+  iterator = pipeline.train_iterator(source, data_config, 16, seed=0)
+  epoch_batches = -(-len(source) // 16) * 2
+  images = np.concatenate([next(iterator)['image'] for _ in range(epoch_batches)])
+  first = images[:len(source)].reshape(len(source), -1)
+  second = images[len(source):2 * len(source)].reshape(len(source), -1) if \
+      len(images) >= 2 * len(source) else None
+  all_images = np.stack([source[i]['image'] for i in range(len(source))]).reshape(len(source), -1)
+  # Every training image appears in the first epoch exactly as often as in the split.
+  np.testing.assert_array_equal(np.sort(first.view('S64').ravel()),
+                                np.sort(all_images.view('S64').ravel()))
+  if second is not None:
+    assert not np.array_equal(first[:n], second[:n])
+  other_seed = pipeline.train_iterator(source, data_config, 16, seed=1)
+  assert not np.array_equal(next(other_seed)['image'], images[:16])
+
+
+def test_eval_visits_every_example_once_with_a_padded_last_batch():
+  source, data_config = _digits('test')
+  batches = list(pipeline.eval_batches(source, data_config, 64))
+  assert all(b['image'].shape[0] == 64 for b in batches)
+  mask = np.concatenate([b['mask'] for b in batches])
+  assert mask.sum() == len(source) and len(batches) == -(-len(source) // 64)
+  images = np.concatenate([b['image'] for b in batches])[mask == 1]
+  np.testing.assert_array_equal(images, np.stack([source[i]['image']
+                                                  for i in range(len(source))]))
+
+
+def test_process_shards_together_form_each_global_batch():
+  source, data_config = _digits('test')
+  per_process = [list(pipeline.eval_batches(source, data_config, 64, process_index=p,
+                                            process_count=2)) for p in range(2)]
+  assert len(per_process[0]) == len(per_process[1])
+  seen = []
+  for local0, local1 in zip(*per_process):
+    assert local0['image'].shape[0] == 32
+    for local in (local0, local1):
+      seen.extend(local['image'][local['mask'] == 1].reshape(-1, 64).tolist())
+  assert len(seen) == len(source)
+  train = [pipeline.train_iterator(source, data_config, 32, seed=0, process_index=p,
+                                   process_count=2) for p in range(2)]
+  a, b = next(train[0]), next(train[1])
+  assert a['image'].shape[0] == 16 and not np.array_equal(a['image'], b['image'])
