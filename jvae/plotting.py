@@ -12,14 +12,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def image_grid(images: np.ndarray, columns: int) -> np.ndarray:
-  """uint8 [N, H, W, C] -> one uint8 [rows*H, columns*W, C] mosaic (blank cells pad the end)."""
+def image_grid(images: np.ndarray, columns: int, gap: int = 1) -> np.ndarray:
+  """uint8 [N, H, W, C] -> one uint8 mosaic with `columns` cells a row, `gap` white pixels apart."""
   n, h, w, c = images.shape
   rows = -(-n // columns)
-  grid = np.full((rows * h, columns * w, c), 255, np.uint8)
+  grid = np.full((rows * (h + gap) - gap, columns * (w + gap) - gap, c), 255, np.uint8)
   for i, image in enumerate(images):
     r, col = divmod(i, columns)
-    grid[r * h:(r + 1) * h, col * w:(col + 1) * w] = image
+    top, left = r * (h + gap), col * (w + gap)
+    grid[top:top + h, left:left + w] = image
   return grid
 
 

@@ -32,7 +32,6 @@ from jvae.data import pipeline, sources
 from jvae.models import build_model
 from jvae.train_state import TrainState, count_parameters, make_optimizer
 
-
 # XLA:CPU spends most of a small model's compile in backend optimization; code that runs once
 # (initialization, figures) or in tests does not need it.
 MINIMAL_XLA_OPTIMIZATION = {'xla_backend_optimization_level': 0,

@@ -1,8 +1,8 @@
 """The grain pipelines: seeded shuffling, resumable iterator state, complete eval passes."""
 
 import numpy as np
-
 from conftest import tiny_config
+
 from jvae.data import pipeline, sources
 
 
