@@ -16,6 +16,7 @@ import ml_collections
 import optax
 
 from jvae import losses
+from jvae import metrics as image_metrics
 from jvae.data import pipeline
 from jvae.train_state import TrainState
 
@@ -95,17 +96,17 @@ def make_eval_step(model: nn.Module, config: ml_collections.ConfigDict,
     outputs = model.apply(_variables(state, state.params), inputs, labels, train=False,
                           rngs={'latent': latent_key})
     terms = losses.per_example_terms(outputs, target, config.loss)
-    squared_error = jnp.sum(jnp.square(outputs['reconstruction'] - target).reshape(
-        target.shape[0], -1), axis=-1)
-    pixels = target[0].size
-    low, high = pipeline.value_bounds(config.data.value_range)
-    mse_per_pixel = squared_error / pixels
-    psnr = 10.0 * jnp.log10((high - low)**2 / jnp.maximum(mse_per_pixel, 1e-12))
-    sums = {'count': jnp.sum(mask),
-            'reconstruction': jnp.sum(mask * terms['reconstruction']),
-            'mse': jnp.sum(mask * mse_per_pixel),
-            'sse': jnp.sum(mask * squared_error),
-            'psnr': jnp.sum(mask * psnr)}
+    sums = {'count': jnp.sum(mask), 'reconstruction': jnp.sum(mask * terms['reconstruction'])}
+    # Image scores use the posterior-mean reconstruction (z = mu): deterministic, and what a
+    # restorer would output; the likelihood terms above use the sample, as the ELBO does.
+    mean_outputs = outputs if 'mu' not in outputs else model.apply(
+        _variables(state, state.params), inputs, labels, train=False, sample=False)
+    quality = image_quality(mean_outputs['reconstruction'], target, config.data.value_range)
+    if config.task != 'reconstruct':
+      # The corrupted input scored against the clean target: the baseline a restorer must beat.
+      quality.update({f'input_{name}': value for name, value in image_quality(
+          inputs, target, config.data.value_range).items()})
+    sums.update({name: jnp.sum(mask * value) for name, value in quality.items()})
     loss = terms['reconstruction']
     if 'kl' in terms:
       beta = beta_fn(state.step)
@@ -121,14 +122,30 @@ def make_eval_step(model: nn.Module, config: ml_collections.ConfigDict,
   return eval_step
 
 
+def image_quality(images: jax.Array, target: jax.Array, value_range: str
+                  ) -> dict[str, jax.Array]:
+  """Per-image [B] scores on the [0, 1] scale whatever the data's range, so that numbers
+  compare across configs: mse (per pixel), sse (summed over pixels; SAAAE's "MSE"), psnr, ssim.
+  """
+  low, high = pipeline.value_bounds(value_range)
+  a = (images.astype(jnp.float32) - low) / (high - low)
+  b = (target.astype(jnp.float32) - low) / (high - low)
+  mse = image_metrics.mean_squared_error(a, b)
+  # PSNR from a floored MSE: an exact copy scores 100 dB instead of an infinite mean.
+  return {'mse': mse, 'sse': image_metrics.sum_squared_error(a, b),
+          'psnr': -10.0 * jnp.log10(jnp.maximum(mse, 1e-10)),
+          'ssim': image_metrics.ssim(a, b, 1.0)}
+
+
 ACTIVE_UNIT_THRESHOLD = 1e-2  # Burda et al. (2016): Cov_x(E_q[z_d | x]) above this is active.
 
 
 def finalize_eval(totals: dict) -> dict:
   """Means from summed eval quantities, plus KL per dimension and active units for VAEs."""
   count = max(float(totals['count']), 1.0)
-  metrics = {name: float(totals[name]) / count
-             for name in ('loss', 'reconstruction', 'mse', 'sse', 'psnr', 'kl') if name in totals}
+  per_image = [name for name in totals
+               if name not in ('count', 'kl_per_dim', 'mu_sum', 'mu_sq_sum')]
+  metrics = {name: float(totals[name]) / count for name in per_image}
   if 'kl' in totals:
     metrics['elbo'] = -(metrics['reconstruction'] + metrics['kl'])
     kl_per_dim = [float(v) / count for v in totals['kl_per_dim']]

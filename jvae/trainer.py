@@ -26,11 +26,13 @@ import numpy as np
 import optax
 from absl import logging
 
-from jvae import checkpointing, metric_writer, parallel, plotting, schedules, steps
+from jvae import checkpointing, corruptions, metric_writer, parallel, plotting, schedules, steps
 from jvae.config import ConfigError, validate_config
 from jvae.data import pipeline, sources
 from jvae.models import build_model
 from jvae.train_state import TrainState, count_parameters, make_optimizer
+
+del corruptions  # Imported for its registration of corruption kinds with config validation.
 
 # XLA:CPU spends most of a small model's compile in backend optimization; code that runs once
 # (initialization, figures) or in tests does not need it.
@@ -74,24 +76,33 @@ class Experiment:
     return abstract_state(self.model, self.config, self.image_shape, self.optimizer, self.mesh)
 
 
-def create_experiment(config: ml_collections.ConfigDict, mesh=None) -> Experiment:
+def create_experiment(config: ml_collections.ConfigDict, mesh=None,
+                      image_shape: tuple[int, int, int] | None = None,
+                      open_data: bool = True) -> Experiment:
   """Validates `config`, opens the data and builds the model and compiled steps.
 
-  Raises ConfigError or sources.DataError before anything is compiled.
+  With `open_data=False` no data is read (the sources are None) and `image_shape` must be given:
+  enough to apply a trained model to new images. Raises ConfigError or sources.DataError before
+  anything is compiled.
   """
   mesh = parallel.make_mesh() if mesh is None else mesh
   validate_config(config, mesh.devices.size)
-  train_source = sources.open_source(config.data, config.data.train_split, config.seed)
-  eval_source = sources.open_source(config.data, config.data.eval_split, config.seed)
-  image_shape = tuple(train_source.info.image_shape)
-  if tuple(eval_source.info.image_shape) != image_shape:
-    raise ConfigError(f'the train split has images of shape {image_shape} but the eval split '
-                      f'{tuple(eval_source.info.image_shape)}; set data.image_size and '
-                      'data.channels')
-  if config.model.conditioning != 'none' and train_source.info.num_classes > \
-      config.model.num_classes:
-    raise ConfigError(f'model.num_classes is {config.model.num_classes} but the data has '
-                      f'{train_source.info.num_classes} classes')
+  train_source = eval_source = None
+  if open_data:
+    train_source = sources.open_source(config.data, config.data.train_split, config.seed)
+    eval_source = sources.open_source(config.data, config.data.eval_split, config.seed)
+    image_shape = tuple(train_source.info.image_shape)
+    if tuple(eval_source.info.image_shape) != image_shape:
+      raise ConfigError(f'the train split has images of shape {image_shape} but the eval split '
+                        f'{tuple(eval_source.info.image_shape)}; set data.image_size and '
+                        'data.channels')
+    if config.model.conditioning != 'none' and train_source.info.num_classes > \
+        config.model.num_classes:
+      raise ConfigError(f'model.num_classes is {config.model.num_classes} but the data has '
+                        f'{train_source.info.num_classes} classes')
+  elif image_shape is None:
+    raise ValueError('create_experiment(open_data=False) needs image_shape=(H, W, C)')
+  image_shape = tuple(int(d) for d in image_shape)
   model = build_model(config.model, image_shape)
   optimizer = make_optimizer(config.train)
   beta_fn = schedules.beta_schedule(config.loss, config.train.num_train_steps)
@@ -290,6 +301,12 @@ def _train(experiment: Experiment, workdir: str, stop: _StopSignals) -> dict[str
   if is_main:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json_best_effort(indent=2))
+    with open(os.path.join(workdir, 'run_info.json'), 'w') as f:
+      json.dump({'image_shape': list(experiment.image_shape),
+                 'num_classes': experiment.train_source.info.num_classes,
+                 'class_names': list(experiment.train_source.info.class_names),
+                 'num_parameters': count_parameters(experiment.abstract_state().params)}, f,
+                indent=2)
   checkpoints = checkpointing.RunCheckpoints(
       workdir, config.train.keep_checkpoints, config.train.best_metric, config.train.best_mode)
   restored = checkpoints.restore(experiment.abstract_state())

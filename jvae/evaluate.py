@@ -1,0 +1,69 @@
+"""Evaluates a trained run on a held-out split: `python -m jvae.evaluate --workdir runs/<name>`.
+
+Writes `<workdir>/eval/<split>/metrics.json` and figures beside it. The numbers come from the
+same compiled eval step the trainer uses, over every example of the split exactly once, with
+noise drawn from `--seed`: the same checkpoint, split and seed give the same numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import jax
+from absl import app, flags, logging
+
+from jvae import runs, trainer
+
+
+def evaluate_run(workdir: str, split: str | None = None, checkpoint: str | int = 'best',
+                 seed: int = 0, max_batches: int = 0, figures: bool = True) -> dict[str, Any]:
+  """Metrics of the run's checkpoint on `split` (default: the config's eval split)."""
+  overrides = {'data.eval_split': split} if split else None
+  run = runs.load_run(workdir, checkpoint, config_overrides=overrides)
+  split = run.config.data.eval_split
+  key = jax.random.fold_in(jax.random.key(seed), 1)
+  metrics = trainer.evaluate(run.experiment, run.state, key, max_batches)
+  out_dir = os.path.join(workdir, 'eval', split)
+  os.makedirs(out_dir, exist_ok=True)
+  paths = trainer.write_figures(run.experiment, run.state, key, out_dir) if figures else []
+  record = {'workdir': os.path.abspath(workdir), 'split': split, 'checkpoint': run.checkpoint,
+            'step': run.step, 'seed': seed, 'metrics': metrics,
+            'figures': [os.path.relpath(p, workdir) for p in paths]}
+  with open(os.path.join(out_dir, 'metrics.json'), 'w') as f:
+    json.dump(record, f, indent=2)
+  return record
+
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  flags.DEFINE_string('workdir', None, 'A run directory written by train.py.')
+  flags.DEFINE_string('split', None, 'Split to evaluate; default: the config\'s eval split.')
+  flags.DEFINE_string('checkpoint', 'best', "'best', 'latest' or a step number.")
+  flags.DEFINE_integer('seed', 0, 'Seed of the noise drawn during evaluation.')
+  flags.DEFINE_integer('max_batches', 0, 'Evaluate only this many batches (0 = all).')
+  flags.mark_flags_as_required(['workdir'])
+
+
+def main(argv):
+  del argv
+  checkpoint = FLAGS.checkpoint
+  checkpoint = int(checkpoint) if checkpoint.isdigit() else checkpoint
+  try:
+    record = evaluate_run(FLAGS.workdir, FLAGS.split, checkpoint, FLAGS.seed, FLAGS.max_batches)
+  except (ValueError, FileNotFoundError, RuntimeError) as error:
+    logging.error('%s', error)
+    print(f'error: {error}', file=sys.stderr)
+    sys.exit(2)
+  scalars = {k: v for k, v in record['metrics'].items() if not isinstance(v, list)}
+  print(json.dumps({'split': record['split'], 'step': record['step'],
+                    'checkpoint': record['checkpoint'], **scalars}, indent=2))
+
+
+if __name__ == '__main__':
+  _define_flags()
+  app.run(main)
