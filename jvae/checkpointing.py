@@ -38,6 +38,7 @@ class RunCheckpoints:
 
   def __init__(self, workdir: str, keep: int, best_metric: str, best_mode: str):
     self.best_metric = best_metric
+    self.quarantine_dir = os.path.join(os.path.abspath(workdir), 'corrupt_checkpoints')
     self.latest = _manager(os.path.join(os.path.abspath(workdir), 'checkpoints'), keep)
     self.best = _manager(os.path.join(os.path.abspath(workdir), 'best'), 1,
                          best_fn=lambda m: m[best_metric], best_mode=best_mode)
@@ -75,16 +76,44 @@ class RunCheckpoints:
   def restore(self, abstract_state, which: str = 'latest', step: int | None = None):
     """Returns (state, key, iterator_state, config_dict) from the chosen checkpoint, or None.
 
+    Without a `step`, an unreadable newest checkpoint (truncated or corrupted files) is moved to
+    `<workdir>/corrupt_checkpoints/` with a warning and the next newest is tried; if none can be
+    read, CheckpointError lists every step tried and why. A checkpoint that reads but does not
+    fit the config raises CheckpointError at once: that is a config change, not damage.
+
     Args:
       abstract_state: a TrainState of `jax.ShapeDtypeStruct`s (with shardings) to restore into.
       which: 'latest' or 'best'.
-      step: a specific step of `which`, default its newest (or best).
+      step: a specific step of `which`; default its newest (or best).
     """
     manager = self.latest if which == 'latest' else self.best
-    if step is None:
-      step = manager.latest_step() if which == 'latest' else manager.best_step()
-    if step is None:
-      return None
+    if step is not None:
+      return self._restore_step(manager, which, step, abstract_state)
+    candidates = sorted(manager.all_steps(), reverse=True)
+    if which == 'best' and manager.best_step() is not None:
+      candidates.remove(manager.best_step())
+      candidates.insert(0, manager.best_step())
+    failures = []
+    for candidate in candidates:
+      try:
+        restored = self._restore_step(manager, which, candidate, abstract_state)
+      except CheckpointError:
+        raise
+      except Exception as error:  # noqa: BLE001 - any read failure means a damaged checkpoint.
+        failures.append(f'{manager.directory}/{candidate}: {type(error).__name__}: {error}'[:500])
+        logging.warning('checkpoint %s/%d cannot be read (%s); moving it aside and trying an '
+                        'older one', which, candidate, type(error).__name__)
+        self._quarantine(manager, candidate)
+        continue
+      if failures:
+        logging.warning('resumed from step %d; unreadable newer checkpoints were moved to %s',
+                        candidate, self.quarantine_dir)
+      return restored
+    if failures:
+      raise CheckpointError('no readable checkpoint; tried:\n  ' + '\n  '.join(failures))
+    return None
+
+  def _restore_step(self, manager, which: str, step: int, abstract_state):
     check_shapes(manager, step, abstract_state)
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state),
@@ -94,6 +123,17 @@ class RunCheckpoints:
     key = jax.random.wrap_key_data(np.asarray(restored['rng']['key']))
     logging.info('restored checkpoint %s/%d', which, step)
     return restored['state'], key, restored['data_iterator'] or None, restored['config']
+
+  def _quarantine(self, manager: ocp.CheckpointManager, step: int) -> None:
+    """Moves a damaged checkpoint out of the manager's directory, keeping it for inspection."""
+    os.makedirs(self.quarantine_dir, exist_ok=True)
+    source = os.path.join(str(manager.directory), str(step))
+    target = os.path.join(self.quarantine_dir, f'{os.path.basename(str(manager.directory))}-{step}')
+    suffix = 0
+    while os.path.exists(target + (f'.{suffix}' if suffix else '')):
+      suffix += 1
+    os.rename(source, target + (f'.{suffix}' if suffix else ''))
+    manager.reload()
 
   def close(self) -> None:
     self.latest.close()
@@ -109,6 +149,8 @@ def check_shapes(manager: ocp.CheckpointManager, step: int, abstract_state) -> N
   stored = manager.item_metadata(step)['state']
   stored = getattr(stored, 'tree', stored)
   stored_flat = _flat_by_name(stored)
+  if not stored_flat:
+    raise OSError(f'checkpoint {step} in {manager.directory} has no readable array metadata')
   expected_flat = _flat_by_name(abstract_state)
   missing = sorted(set(expected_flat) - set(stored_flat))
   extra = sorted(set(stored_flat) - set(expected_flat))

@@ -88,7 +88,7 @@ def to_float(images: jnp.ndarray, value_range: str) -> jnp.ndarray:
 
 def to_uint8(images, value_range: str) -> np.ndarray:
   """The inverse of `to_float`, rounded and clipped, for saving and plotting."""
-  x = np.asarray(images, np.float32)
+  x = np.nan_to_num(np.asarray(images, np.float32))
   if value_range == 'symmetric':
     x = (x + 1.0) / 2.0
   return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)

@@ -493,7 +493,8 @@ def _open_tfds(name: str, split: str, options: _Options) -> TfdsSource:
   if not options.channels and native_c is None:
     raise DataError(f'TFDS dataset {name!r} does not fix its channel count; set data.channels '
                     'to 1 (grayscale) or 3 (RGB)')
-  has_label = 'label' in feature_keys
+  # Only a ClassLabel gives class ids; a Text label (lfw's person names) leaves records unlabeled.
+  has_label = 'label' in feature_keys and hasattr(features['label'], 'num_classes')
   label_feature = features['label'] if has_label else None
   class_names = tuple(getattr(label_feature, 'names', None) or ())
   num_classes = int(getattr(label_feature, 'num_classes', 0) or 0) if has_label else 0
