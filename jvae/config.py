@@ -103,6 +103,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 3
   c.train.best_metric = 'loss'  # an eval metric name; the best checkpoint is kept apart
   c.train.best_mode = 'min'  # min | max
+  # Stop when `best_metric` has not improved for this many evals (0: never stop early).
+  c.train.early_stopping_patience = 0
+  # A run directory whose checkpoint initialises the parameters (and BatchNorm statistics) of a
+  # NEW run at step 0 with a fresh optimizer: stage 2 of two-stage training. '' = random init.
+  c.train.init_from = ''
+  c.train.init_from_checkpoint = 'best'  # best | latest
+  c.train.stage = ''  # a label recorded in the logs and run_info.json, e.g. 'stage2'
   c.train.eval_max_batches = 0  # 0 = the whole eval split
   c.train.num_figure_images = 16
   c.train.progress_bar = True
@@ -135,6 +142,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     'train.nan_policy': ('stop', 'skip'),
     'train.best_mode': ('min', 'max'),
     'train.xla_optimization': ('full', 'minimal'),
+    'train.init_from_checkpoint': ('best', 'latest'),
 }
 
 # Inclusive numeric bounds; None leaves a side open.
@@ -174,6 +182,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     'train.checkpoint_every_steps': (1, None),
     'train.keep_checkpoints': (1, None),
     'train.eval_max_batches': (0, None),
+    'train.early_stopping_patience': (0, None),
     'train.num_figure_images': (1, 1024),
 }
 

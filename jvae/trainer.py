@@ -305,7 +305,8 @@ def _train(experiment: Experiment, workdir: str, stop: _StopSignals) -> dict[str
       json.dump({'image_shape': list(experiment.image_shape),
                  'num_classes': experiment.train_source.info.num_classes,
                  'class_names': list(experiment.train_source.info.class_names),
-                 'num_parameters': count_parameters(experiment.abstract_state().params)}, f,
+                 'num_parameters': count_parameters(experiment.abstract_state().params),
+                 'stage': config.train.stage, 'init_from': config.train.init_from}, f,
                 indent=2)
   checkpoints = checkpointing.RunCheckpoints(
       workdir, config.train.keep_checkpoints, config.train.best_metric, config.train.best_mode)
@@ -316,6 +317,8 @@ def _train(experiment: Experiment, workdir: str, stop: _StopSignals) -> dict[str
   if restored is None:
     key = jax.random.key(config.seed)
     state = experiment.init_state(jax.random.fold_in(key, 0))
+    if config.train.init_from:
+      state = _initialize_from(state, experiment, config)
     key = jax.random.fold_in(key, 1)
   else:
     state, key, iterator_state, _ = restored
@@ -325,10 +328,12 @@ def _train(experiment: Experiment, workdir: str, stop: _StopSignals) -> dict[str
   writer = metric_writer.MetricWriter(workdir)
   if is_main:
     metric_writer.truncate_after(workdir, start_step)
-  logging.info('model %s with %s parameters; training from step %d to %d on %d device(s)',
+  logging.info('model %s with %s parameters; training%s from step %d to %d on %d device(s)',
                type(experiment.model).__name__, f'{count_parameters(state.params):,}',
-               start_step, config.train.num_train_steps, experiment.mesh.devices.size)
+               f' stage {config.train.stage!r}' if config.train.stage else '', start_step,
+               config.train.num_train_steps, experiment.mesh.devices.size)
   eval_key = jax.random.fold_in(key, 2**31 - 1)  # A stream no train step folds in.
+  learning_rate = schedules.learning_rate_schedule(config.train)
   num_steps = config.train.num_train_steps
 
   def checkpoint(step: int) -> None:
@@ -355,6 +360,7 @@ def _train(experiment: Experiment, workdir: str, stop: _StopSignals) -> dict[str
         summary = _mean_metrics(pending)
         summary['steps_per_second'] = (done - last_log_step) / (now - last_log_time)
         summary['images_per_second'] = summary['steps_per_second'] * config.train.batch_size
+        summary['learning_rate'] = float(learning_rate(done - 1))
         writer.write(done, 'train', summary)
         progress.set_postfix(loss=f'{summary["loss"]:.4g}',
                              img_s=f'{summary["images_per_second"]:.0f}')
@@ -365,6 +371,10 @@ def _train(experiment: Experiment, workdir: str, stop: _StopSignals) -> dict[str
         writer.write(done, 'eval', eval_metrics)
         checkpoints.save_best(done, state, key, train_iter.get_state(), config, eval_metrics)
         write_figures(experiment, state, eval_key, workdir)
+        if _should_stop_early(config, workdir):
+          logging.info('early stopping at step %d: eval %s has not improved for %d evals',
+                       done, config.train.best_metric, config.train.early_stopping_patience)
+          break
       if done % config.train.checkpoint_every_steps == 0:
         checkpoint(done)
       if stop.received is not None:
@@ -390,6 +400,44 @@ def _train(experiment: Experiment, workdir: str, stop: _StopSignals) -> dict[str
     progress.close()
     writer.close()
     checkpoints.close()
+
+
+def _should_stop_early(config: ml_collections.ConfigDict, workdir: str) -> bool:
+  """True when the last `early_stopping_patience` evals did not beat the best before them.
+
+  Read from the run's own eval log, so a resumed run counts exactly as an uninterrupted one.
+  """
+  patience = config.train.early_stopping_patience
+  if patience <= 0:
+    return False
+  metric, sign = config.train.best_metric, 1.0 if config.train.best_mode == 'min' else -1.0
+  values = [sign * r[metric] for r in metric_writer.read_metrics(workdir)
+            if r['split'] == 'eval' and metric in r]
+  if len(values) <= patience:
+    return False
+  return min(values[-patience:]) >= min(values[:-patience])
+
+
+def _initialize_from(state: TrainState, experiment: Experiment,
+                     config: ml_collections.ConfigDict) -> TrainState:
+  """Copies parameters and BatchNorm statistics from another run's checkpoint.
+
+  The optimizer state and step stay fresh: the new run is a new stage, not a resumption.
+  """
+  source = checkpointing.RunCheckpoints(config.train.init_from, 1, config.train.best_metric,
+                                        config.train.best_mode)
+  try:
+    restored = source.restore(experiment.abstract_state(), config.train.init_from_checkpoint)
+    if restored is None and config.train.init_from_checkpoint == 'best':
+      restored = source.restore(experiment.abstract_state(), 'latest')
+  finally:
+    source.close()
+  if restored is None:
+    raise checkpointing.CheckpointError(
+        f'train.init_from={config.train.init_from!r} holds no checkpoint to start from')
+  logging.info('initialised parameters from %s (step %d)', config.train.init_from,
+               int(restored[0].step))
+  return state.replace(params=restored[0].params, batch_stats=restored[0].batch_stats)
 
 
 def _on_nonfinite(config: ml_collections.ConfigDict, step_and_metrics) -> None:

@@ -208,3 +208,32 @@ def test_evaluate_reloads_the_run_and_is_deterministic(tmp_path, config):
   train_split = evaluate.evaluate_run(str(tmp_path), split='train', checkpoint='latest',
                                       figures=False)
   assert train_split['metrics']['count'] > first['metrics']['count']
+
+
+def test_a_second_stage_starts_from_the_first_stage_parameters_exactly(tmp_path, config):
+  config.train.num_train_steps = 4
+  trainer.train_and_evaluate(config, str(tmp_path / 'stage1'))
+  stage1 = _restore_params(tmp_path / 'stage1', config)
+  config.train.init_from = str(tmp_path / 'stage1')
+  config.train.init_from_checkpoint = 'latest'
+  config.train.stage = 'stage2'
+  experiment = trainer.create_experiment(config)
+  fresh = experiment.init_state(jax.random.key(0))
+  started = trainer._initialize_from(fresh, experiment, config)
+  jax.tree.map(np.testing.assert_array_equal, started.params, stage1)
+  assert int(started.step) == 0
+  trainer.train_and_evaluate(config, str(tmp_path / 'stage2'))
+  info = json.loads((tmp_path / 'stage2' / 'run_info.json').read_text())
+  assert info['stage'] == 'stage2' and info['init_from'].endswith('stage1')
+
+
+def test_early_stopping_ends_a_run_that_stopped_improving(tmp_path, config):
+  config.train.learning_rate = 0.0  # Nothing improves after the first eval.
+  config.train.eval_every_steps = 2
+  config.train.early_stopping_patience = 2
+  config.train.num_train_steps = 40
+  config.loss.beta = 0.0
+  config.model.kind = 'ae'  # Deterministic eval: equal losses, so no eval counts as better.
+  trainer.train_and_evaluate(config, str(tmp_path))
+  steps = sorted(_train_losses(tmp_path))
+  assert steps[-1] == 6, steps  # evals at 2, 4, 6; the last two did not beat step 2.
