@@ -26,12 +26,17 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict()
   # tfds:<name> | npz:<path> | folder:<path> | builtin:digits | builtin:speckle
+  # | pairs:<distorted_dir>,<clear_dir> (records add the distorted image as the model input)
   c.data.source = 'builtin:digits'
   c.data.train_split = 'train'
   c.data.eval_split = 'test'
   c.data.image_size = 0  # square side in pixels; 0 keeps the source's own size
   c.data.channels = 0  # 1 (grayscale) or 3 (RGB); 0 keeps the source's own
   c.data.value_range = 'unit'  # unit: [0, 1]; symmetric: [-1, 1]
+  # dynamic: pixels become Bernoulli draws with the pixel's intensity as probability, afresh at
+  # every training step and once (keyed by seed and example index) for evaluation, the standard
+  # protocol for likelihoods on binarized MNIST. none: intensities as they are.
+  c.data.binarize = 'none'
   # Sources without a held-out split (a flat folder, digits) hold out this fraction, by seed.
   c.data.holdout_fraction = 0.2
   c.data.num_workers = 0  # grain worker processes; 0 reads in the main process
@@ -61,6 +66,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.decoder_hidden_dims = ()  # Dense layers from the latent before the reshape
   c.model.skip_stages = 0  # decoder stages that add the matching encoder stage output
   c.model.anchor = 'none'  # a noise-mask module for the reparameterization (SAAAE)
+  # SAAAE anchors (jvae/models/anchors.py): min-max over each example's anchor vector, or over the
+  # whole batch as the source did; KL of every dimension ('full', the notebook) or weighted by the
+  # noise mask ('noise_mask', the README's KL "decoupled from anchors").
+  c.model.anchor_normalization = 'per_example'  # per_example | batch
+  c.model.anchor_kl_weighting = 'full'  # full | noise_mask
+  c.model.anchor_patch_size = 8  # patch_attention: side of the patch tokens
+  c.model.anchor_embed_dim = 64  # patch_attention: width of the patch tokens
+  c.model.anchor_attention_dim = 0  # query/key/value width; 0 = the token width
   c.model.output_activation = 'sigmoid'  # sigmoid | tanh | none
   c.model.conditioning = 'none'  # none | onehot | embedding
   c.model.num_classes = 10
@@ -123,6 +136,7 @@ def base_config() -> ml_collections.ConfigDict:
 CHOICES: dict[str, tuple[Any, ...]] = {
     'task': ('reconstruct', 'denoise'),
     'data.value_range': ('unit', 'symmetric'),
+    'data.binarize': ('none', 'dynamic'),
     'data.channels': (0, 1, 3),
     'data.on_bad_image': ('skip', 'error'),
     'model.kind': ('vae', 'ae'),
@@ -132,6 +146,8 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     'model.output_activation': ('sigmoid', 'tanh', 'none'),
     'model.conditioning': ('none', 'onehot', 'embedding'),
     'model.norm': ('none', 'batch'),
+    'model.anchor_normalization': ('per_example', 'batch'),
+    'model.anchor_kl_weighting': ('full', 'noise_mask'),
     'model.conv_impl': ('native', 'fast'),
     'model.conv_transpose_impl': ('native', 'fast'),
     'model.dtype': ('float32', 'bfloat16'),
@@ -163,6 +179,9 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     'model.num_classes': (1, None),
     'model.label_embedding_dim': (1, None),
     'model.dropout_rate': (0.0, 0.99),
+    'model.anchor_patch_size': (1, 4096),
+    'model.anchor_embed_dim': (1, None),
+    'model.anchor_attention_dim': (0, None),
     'loss.gaussian_sigma': (1e-6, None),
     'loss.beta': (0.0, None),
     'loss.beta_warmup_steps': (0, None),
@@ -186,7 +205,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     'train.num_figure_images': (1, 1024),
 }
 
-SOURCE_KINDS = ('tfds', 'npz', 'folder', 'builtin')
+SOURCE_KINDS = ('tfds', 'npz', 'folder', 'pairs', 'builtin')
 BUILTIN_SOURCES = ('digits', 'speckle')
 # Registries that grow with the systems add their names here (see jvae/corruptions.py).
 EXTRA_CHOICES: dict[str, list[str]] = {'corruption.kind': ['none'], 'model.anchor': ['none']}
@@ -273,7 +292,7 @@ def _validate_source(source: str) -> None:
   if kind not in SOURCE_KINDS or not rest:
     raise ConfigError(
         f"config field 'data.source' is {source!r}; allowed: tfds:<name>, npz:<path>, "
-        f'folder:<path>, builtin:{"|".join(BUILTIN_SOURCES)}')
+        f'folder:<path>, builtin:{"|".join(BUILTIN_SOURCES)}, pairs:<distorted_dir>,<clear_dir>')
   if kind == 'builtin' and rest not in BUILTIN_SOURCES:
     raise ConfigError(f"config field 'data.source' names unknown built-in {rest!r}; "
                       f'allowed: {", ".join("builtin:" + b for b in BUILTIN_SOURCES)}')
@@ -294,6 +313,8 @@ def _validate_combinations(config: ml_collections.ConfigDict, num_devices: int) 
   if config.loss.reconstruction == 'bernoulli' and config.data.value_range != 'unit':
     raise ConfigError("config field 'data.value_range' must be 'unit' with "
                       "loss.reconstruction='bernoulli' (targets are probabilities in [0, 1])")
+  if config.data.binarize != 'none' and config.data.value_range != 'unit':
+    raise ConfigError("config field 'data.binarize' needs data.value_range='unit'")
   if config.model.output_activation == 'tanh' and config.data.value_range != 'symmetric':
     raise ConfigError("config field 'model.output_activation' is 'tanh' but "
                       "data.value_range is 'unit'; use value_range='symmetric' or sigmoid")

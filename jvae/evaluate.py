@@ -13,19 +13,58 @@ import sys
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 from absl import app, flags, logging
 
-from jvae import runs, trainer
+from jvae import likelihood, parallel, runs, steps, trainer
+from jvae.data import pipeline
+
+
+def iwae_metrics(run: runs.TrainedRun, key: jax.Array, num_samples: int, chunk_size: int,
+                 max_batches: int = 0) -> dict[str, float]:
+  """The IWAE bound on the run's eval split: mean NLL (nats per image) and bits/dim."""
+  config, experiment = run.config, run.experiment
+  model = experiment.model
+
+  @jax.jit
+  def batch_log_likelihood(variables, batch, key):
+    inputs, target, labels = steps.prepare_batch(batch, key, config, train=False)
+    return likelihood.iwae_log_likelihood(model, variables, inputs, target, labels, key,
+                                          num_samples, chunk_size, config.loss)
+
+  total, count = 0.0, 0.0
+  batches = pipeline.eval_batches(experiment.eval_source, config.data,
+                                  config.train.eval_batch_size, max_batches)
+  for index, batch in enumerate(batches):
+    log_p = batch_log_likelihood(run.variables, parallel.global_batch(batch, experiment.mesh),
+                                 jax.random.fold_in(key, index))
+    total += float(jnp.sum(jnp.where(batch['mask'] > 0, -log_p, 0.0)))
+    count += float(np.sum(batch['mask']))
+  nll = total / count
+  return {'iwae_nll': nll, 'iwae_samples': num_samples, 'iwae_images': int(count),
+          'iwae_bits_per_dim': likelihood.bits_per_dim(
+              nll, int(np.prod(experiment.image_shape)), config.loss.reconstruction,
+              pipeline.value_bounds(config.data.value_range))}
 
 
 def evaluate_run(workdir: str, split: str | None = None, checkpoint: str | int = 'best',
-                 seed: int = 0, max_batches: int = 0, figures: bool = True) -> dict[str, Any]:
-  """Metrics of the run's checkpoint on `split` (default: the config's eval split)."""
+                 seed: int = 0, max_batches: int = 0, figures: bool = True,
+                 iwae_samples: int = 0, iwae_chunk: int = 100,
+                 iwae_max_batches: int = 0) -> dict[str, Any]:
+  """Metrics of the run's checkpoint on `split` (default: the config's eval split).
+
+  With `iwae_samples` > 0 also the IWAE bound with that many samples per image, over the first
+  `iwae_max_batches` eval batches (0 = all).
+  """
   overrides = {'data.eval_split': split} if split else None
   run = runs.load_run(workdir, checkpoint, config_overrides=overrides)
   split = run.config.data.eval_split
   key = jax.random.fold_in(jax.random.key(seed), 1)
   metrics = trainer.evaluate(run.experiment, run.state, key, max_batches)
+  if iwae_samples > 0:
+    metrics.update(iwae_metrics(run, jax.random.fold_in(key, 2), iwae_samples,
+                                min(iwae_chunk, iwae_samples), iwae_max_batches))
   out_dir = os.path.join(workdir, 'eval', split)
   os.makedirs(out_dir, exist_ok=True)
   paths = trainer.write_figures(run.experiment, run.state, key, out_dir) if figures else []
@@ -46,6 +85,9 @@ def _define_flags():
   flags.DEFINE_string('checkpoint', 'best', "'best', 'latest' or a step number.")
   flags.DEFINE_integer('seed', 0, 'Seed of the noise drawn during evaluation.')
   flags.DEFINE_integer('max_batches', 0, 'Evaluate only this many batches (0 = all).')
+  flags.DEFINE_integer('iwae_samples', 0, 'Samples K of the IWAE bound per image (0 = off).')
+  flags.DEFINE_integer('iwae_chunk', 100, 'Samples drawn and decoded at a time for IWAE.')
+  flags.DEFINE_integer('iwae_max_batches', 0, 'IWAE over only this many eval batches (0 = all).')
   flags.mark_flags_as_required(['workdir'])
 
 
@@ -54,7 +96,9 @@ def main(argv):
   checkpoint = FLAGS.checkpoint
   checkpoint = int(checkpoint) if checkpoint.isdigit() else checkpoint
   try:
-    record = evaluate_run(FLAGS.workdir, FLAGS.split, checkpoint, FLAGS.seed, FLAGS.max_batches)
+    record = evaluate_run(FLAGS.workdir, FLAGS.split, checkpoint, FLAGS.seed, FLAGS.max_batches,
+                          iwae_samples=FLAGS.iwae_samples, iwae_chunk=FLAGS.iwae_chunk,
+                          iwae_max_batches=FLAGS.iwae_max_batches)
   except (ValueError, FileNotFoundError, RuntimeError) as error:
     logging.error('%s', error)
     print(f'error: {error}', file=sys.stderr)

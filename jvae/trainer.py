@@ -26,7 +26,16 @@ import numpy as np
 import optax
 from absl import logging
 
-from jvae import checkpointing, corruptions, metric_writer, parallel, plotting, schedules, steps
+from jvae import (
+  checkpointing,
+  corruptions,
+  likelihood,
+  metric_writer,
+  parallel,
+  plotting,
+  schedules,
+  steps,
+)
 from jvae.config import ConfigError, validate_config
 from jvae.data import pipeline, sources
 from jvae.models import build_model
@@ -173,15 +182,25 @@ def evaluate(experiment: Experiment, state: TrainState, key: jax.Array,
     sums = experiment.eval_step(state, parallel.global_batch(batch, experiment.mesh),
                                 jax.random.fold_in(key, index))
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  return steps.finalize_eval(jax.device_get(totals))
+  metrics = steps.finalize_eval(jax.device_get(totals))
+  if 'elbo' in metrics and config.loss.reconstruction in likelihood.DENSITY_LIKELIHOODS:
+    metrics['nelbo_bits_per_dim'] = likelihood.bits_per_dim(
+        -metrics['elbo'], int(np.prod(experiment.image_shape)), config.loss.reconstruction,
+        pipeline.value_bounds(config.data.value_range))
+  return metrics
 
 
 def first_eval_images(experiment: Experiment, count: int) -> dict[str, np.ndarray]:
-  """The first `count` eval examples as uint8 images and labels (host arrays)."""
+  """The first `count` eval examples as uint8 images and labels (host arrays), with the
+  distorted 'input' images when the source is paired."""
   source = experiment.eval_source
   records = [source[i] for i in range(min(count, len(source)))]
-  return {'image': np.stack([r['image'] for r in records]),
-          'label': np.asarray([r['label'] for r in records], np.int32)}
+  examples = {'image': np.stack([r['image'] for r in records]),
+              'label': np.asarray([r['label'] for r in records], np.int32),
+              'index': np.arange(len(records), dtype=np.int32)}
+  if 'input' in records[0]:
+    examples['input'] = np.stack([r['input'] for r in records])
+  return examples
 
 
 def write_figures(experiment: Experiment, state: TrainState, key: jax.Array, workdir: str
@@ -197,13 +216,13 @@ def write_figures(experiment: Experiment, state: TrainState, key: jax.Array, wor
   if state.batch_stats:
     variables['batch_stats'] = state.batch_stats
   batch = {k: jnp.asarray(v) for k, v in examples.items()}
-  inputs, target, labels = steps.prepare_batch(batch, corruption_key, config)
+  inputs, target, labels = steps.prepare_batch(batch, corruption_key, config, train=False)
   outputs = experiment.apply_fn(variables, inputs, labels, train=False, sample=False)
   rows = [pipeline.to_uint8(target, value_range)]
   titles = ['held-out images']
-  if config.task != 'reconstruct':
+  if config.task != 'reconstruct' or 'input' in batch:
     rows.append(pipeline.to_uint8(inputs, value_range))
-    titles.append(f'input ({config.corruption.kind})')
+    titles.append('input (paired)' if 'input' in batch else f'input ({config.corruption.kind})')
   rows.append(pipeline.to_uint8(outputs['reconstruction'], value_range))
   titles.append('reconstruction (posterior mean)' if config.model.kind == 'vae' else
                 'reconstruction')

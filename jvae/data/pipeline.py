@@ -1,9 +1,10 @@
 """grain pipelines over an image source: the shuffled training stream and the full eval pass.
 
-Batches stay uint8 on the host ({'image': [b, H, W, C] uint8, 'label': [b] int32, ...}); the
-train and eval steps convert them to floats on the device, which moves 4x fewer bytes and costs
-nothing inside the compiled step. Each process reads only its own shard of the indices, taken
-with a stride of `process_count`, so the per-process batches of step t form one global batch.
+Batches stay uint8 on the host ({'image': [b, H, W, C] uint8, 'label': [b] int32, and from paired
+sources 'input' [b, H, W, C] uint8, ...}); the train and eval steps convert them to floats on the
+device, which moves 4x fewer bytes and costs nothing inside the compiled step. Each process reads
+only its own shard of the indices, taken with a stride of `process_count`, so the per-process
+batches of step t form one global batch.
 """
 
 from __future__ import annotations
@@ -27,7 +28,13 @@ def _read_options(data_config: ml_collections.ConfigDict) -> grain.ReadOptions:
 
 
 def _strip_index(record: dict) -> dict:
-  return {'image': record['image'], 'label': np.int32(record['label'])}
+  # 'index' (the example's position in its split) keys per-example randomness that must not
+  # depend on batching, such as the fixed binarization of a test set.
+  batch = {'image': record['image'], 'label': np.int32(record['label']),
+            'index': np.int32(record['index'])}
+  if 'input' in record:  # the distorted image of a paired source: the model input as it is
+    batch['input'] = record['input']
+  return batch
 
 
 def train_iterator(source, data_config: ml_collections.ConfigDict, global_batch_size: int,
@@ -67,7 +74,8 @@ def eval_batches(source, data_config: ml_collections.ConfigDict, global_batch_si
   total = len(source)
   padded = num_eval_batches(total, global_batch_size, max_batches) * global_batch_size
   blank = _strip_index(source[0])
-  blank = {'image': np.zeros_like(blank['image']), 'label': np.int32(0)}
+  blank = {**{name: np.zeros_like(value) for name, value in blank.items()},
+           'label': np.int32(0), 'index': np.int32(-1)}
 
   def fetch(index: int) -> dict:
     index = int(index)
