@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
-from jvae import likelihood, parallel, runs, steps, trainer
+from jvae import explore, likelihood, parallel, runs, steps, trainer
 from jvae.data import pipeline
 
 
@@ -67,7 +67,11 @@ def evaluate_run(workdir: str, split: str | None = None, checkpoint: str | int =
                                 min(iwae_chunk, iwae_samples), iwae_max_batches))
   out_dir = os.path.join(workdir, 'eval', split)
   os.makedirs(out_dir, exist_ok=True)
-  paths = trainer.write_figures(run.experiment, run.state, key, out_dir) if figures else []
+  paths = []
+  if figures:
+    paths = trainer.write_figures(run.experiment, run.state, key, out_dir)
+    paths += explore.write_latent_figures(run, key, os.path.join(out_dir, 'figures'),
+                                          metrics.get('kl_per_dim'))
   record = {'workdir': os.path.abspath(workdir), 'split': split, 'checkpoint': run.checkpoint,
             'step': run.step, 'seed': seed, 'metrics': metrics,
             'figures': [os.path.relpath(p, workdir) for p in paths]}

@@ -197,7 +197,9 @@ def test_eight_devices_equal_one_device():
 def test_evaluate_reloads_the_run_and_is_deterministic(tmp_path, config):
   from jvae import evaluate
   final = trainer.train_and_evaluate(config, str(tmp_path))
-  first = evaluate.evaluate_run(str(tmp_path), checkpoint='latest', figures=False)
+  first = evaluate.evaluate_run(str(tmp_path), checkpoint='latest')
+  for name in ('reconstructions', 'samples', 'interpolation', 'traversals', 'temperatures'):
+    assert (tmp_path / 'eval' / 'test' / 'figures' / f'{name}.png').stat().st_size > 1000
   again = evaluate.evaluate_run(str(tmp_path), checkpoint='latest', figures=False)
   assert first['metrics'] == again['metrics']
   assert first['step'] == 12
