@@ -47,7 +47,7 @@ class RunCheckpoints:
   def _args(state, key, iterator_state, config) -> ocp.args.Composite:
     return ocp.args.Composite(
         state=ocp.args.StandardSave(state),
-        rng=ocp.args.StandardSave({'key': jax.random.key_data(key)}),
+        rng=ocp.args.StandardSave({'key': np.asarray(jax.random.key_data(key))}),
         data_iterator=ocp.args.JsonSave(iterator_state or {}),
         config=ocp.args.JsonSave(config.to_dict()))
 

@@ -129,6 +129,15 @@ def base_config() -> ml_collections.ConfigDict:
   # full: XLA's optimizing compile for the train and eval steps. minimal: about 3x faster to
   # compile and slower to run, for tests and smoke runs of a few steps.
   c.train.xla_optimization = 'full'
+
+  # Multi-host: jax.distributed.initialize before anything else. Empty fields are detected from
+  # the cluster's environment (SLURM, Kubernetes, TPU pods, ...) by JAX itself.
+  c.distributed = ml_collections.ConfigDict()
+  c.distributed.enabled = False
+  c.distributed.coordinator_address = ''  # host:port of process 0
+  c.distributed.num_processes = 0  # 0 = from the environment
+  c.distributed.process_id = -1  # -1 = from the environment
+  c.distributed.cpu_collectives = 'gloo'  # cross-process collectives on CPU: gloo | mpi
   return c
 
 
@@ -159,6 +168,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     'train.best_mode': ('min', 'max'),
     'train.xla_optimization': ('full', 'minimal'),
     'train.init_from_checkpoint': ('best', 'latest'),
+    'distributed.cpu_collectives': ('gloo', 'mpi'),
 }
 
 # Inclusive numeric bounds; None leaves a side open.
@@ -202,6 +212,8 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     'train.keep_checkpoints': (1, None),
     'train.eval_max_batches': (0, None),
     'train.early_stopping_patience': (0, None),
+    'distributed.num_processes': (0, None),
+    'distributed.process_id': (-1, None),
     'train.num_figure_images': (1, 1024),
 }
 

@@ -205,9 +205,11 @@ def first_eval_images(experiment: Experiment, count: int) -> dict[str, np.ndarra
 
 def write_figures(experiment: Experiment, state: TrainState, key: jax.Array, workdir: str
                   ) -> list[str]:
-  """Reconstructions of held-out images, prior samples (VAEs) and the loss curve."""
-  if jax.process_index() != 0:
-    return []
+  """Reconstructions of held-out images, prior samples (VAEs) and the loss curve.
+
+  Every process computes (the parameters are global arrays, so all must take part); only
+  process 0 writes files.
+  """
   config = experiment.config
   value_range = config.data.value_range
   examples = first_eval_images(experiment, config.train.num_figure_images)
@@ -226,9 +228,9 @@ def write_figures(experiment: Experiment, state: TrainState, key: jax.Array, wor
   rows.append(pipeline.to_uint8(outputs['reconstruction'], value_range))
   titles.append('reconstruction (posterior mean)' if config.model.kind == 'vae' else
                 'reconstruction')
-  figure_dir = os.path.join(workdir, 'figures')
-  paths = [plotting.save_rows(os.path.join(figure_dir, 'reconstructions.png'), rows, titles)]
-  if config.model.kind == 'vae':
+  samples = None
+  # A decoder with skip connections needs an input's encoder maps, so it has no prior samples.
+  if config.model.kind == 'vae' and not config.model.skip_stages:
     count = config.train.num_figure_images
     z = jax.random.normal(sample_key, (count, config.model.latent_dim))
     sample_labels = (jnp.arange(count) % config.model.num_classes
@@ -236,9 +238,13 @@ def write_figures(experiment: Experiment, state: TrainState, key: jax.Array, wor
     logits = experiment.apply_fn(variables, z, sample_labels, method='decode')
     samples = pipeline.to_uint8(experiment.apply_fn(variables, logits, method='activate'),
                                 value_range)
-    columns = min(count, 8)
-    paths.append(plotting.save_grid(os.path.join(figure_dir, 'samples.png'), samples, columns,
-                                    'prior samples z ~ N(0, I)'))
+  if jax.process_index() != 0:
+    return []
+  figure_dir = os.path.join(workdir, 'figures')
+  paths = [plotting.save_rows(os.path.join(figure_dir, 'reconstructions.png'), rows, titles)]
+  if samples is not None:
+    paths.append(plotting.save_grid(os.path.join(figure_dir, 'samples.png'), samples,
+                                    min(len(samples), 8), 'prior samples z ~ N(0, I)'))
   records = metric_writer.read_metrics(workdir)
   names = ['loss', 'reconstruction'] + (['kl'] if config.model.kind == 'vae' else [])
   paths.append(plotting.save_curves(os.path.join(figure_dir, 'curves.png'), records, names))
@@ -390,7 +396,7 @@ def _train(experiment: Experiment, workdir: str, stop: _StopSignals) -> dict[str
         writer.write(done, 'eval', eval_metrics)
         checkpoints.save_best(done, state, key, train_iter.get_state(), config, eval_metrics)
         write_figures(experiment, state, eval_key, workdir)
-        if _should_stop_early(config, workdir):
+        if _agree_across_processes(_should_stop_early(config, workdir)):
           logging.info('early stopping at step %d: eval %s has not improved for %d evals',
                        done, config.train.best_metric, config.train.early_stopping_patience)
           break
@@ -419,6 +425,14 @@ def _train(experiment: Experiment, workdir: str, stop: _StopSignals) -> dict[str
     progress.close()
     writer.close()
     checkpoints.close()
+
+
+def _agree_across_processes(decision: bool) -> bool:
+  """Process 0's decision, on every process: only process 0 reads the run's logs."""
+  if jax.process_count() == 1:
+    return decision
+  from jax.experimental import multihost_utils  # Only multi-process runs need it.
+  return bool(multihost_utils.broadcast_one_to_all(np.asarray(decision)))
 
 
 def _should_stop_early(config: ml_collections.ConfigDict, workdir: str) -> bool:

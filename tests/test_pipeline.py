@@ -69,3 +69,15 @@ def test_process_shards_together_form_each_global_batch():
                                    process_count=2) for p in range(2)]
   a, b = next(train[0]), next(train[1])
   assert a['image'].shape[0] == 16 and not np.array_equal(a['image'], b['image'])
+
+
+def test_process_local_train_batches_assemble_into_the_single_process_batches():
+  source, data_config = _digits()
+  single = pipeline.train_iterator(source, data_config, 32, seed=5)
+  local = [pipeline.train_iterator(source, data_config, 32, seed=5, process_index=p,
+                                   process_count=4) for p in range(4)]
+  for _ in range(50):  # Past the end of the first epoch (1438 images / 32 per batch).
+    expected = next(single)
+    parts = [next(it) for it in local]
+    for name in ('image', 'label', 'index'):
+      np.testing.assert_array_equal(np.concatenate([p[name] for p in parts]), expected[name])

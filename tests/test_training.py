@@ -239,3 +239,26 @@ def test_early_stopping_ends_a_run_that_stopped_improving(tmp_path, config):
   trainer.train_and_evaluate(config, str(tmp_path))
   steps = sorted(_train_losses(tmp_path))
   assert steps[-1] == 6, steps  # evals at 2, 4, 6; the last two did not beat step 2.
+
+
+def test_two_processes_train_like_one(tmp_path, config):
+  import portpicker
+  port = portpicker.pick_unused_port()
+  common = ['--config.train.num_train_steps=6', '--config.train.checkpoint_every_steps=3',
+            '--config.distributed.enabled=True',
+            f'--config.distributed.coordinator_address=127.0.0.1:{port}',
+            '--config.distributed.num_processes=2']
+  processes = [_train_cli(tmp_path / 'two', *common, f'--config.distributed.process_id={p}')
+               for p in range(2)]
+  outputs = [p.communicate(timeout=300)[0] for p in processes]
+  assert [p.returncode for p in processes] == [0, 0], '\n'.join(outputs)
+  config.train.num_train_steps = 6
+  config.train.checkpoint_every_steps = 3
+  trainer.train_and_evaluate(config, str(tmp_path / 'one'))
+  two, one = _train_losses(tmp_path / 'two'), _train_losses(tmp_path / 'one')
+  assert sorted(two) == sorted(one) == list(range(1, 7))
+  np.testing.assert_allclose([two[s] for s in sorted(two)], [one[s] for s in sorted(one)],
+                             rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               _restore_params(tmp_path / 'two', config),
+               _restore_params(tmp_path / 'one', config))

@@ -2,9 +2,12 @@
 
 Batches stay uint8 on the host ({'image': [b, H, W, C] uint8, 'label': [b] int32, and from paired
 sources 'input' [b, H, W, C] uint8, ...}); the train and eval steps convert them to floats on the
-device, which moves 4x fewer bytes and costs nothing inside the compiled step. Each process reads
-only its own shard of the indices, taken with a stride of `process_count`, so the per-process
-batches of step t form one global batch.
+device, which moves 4x fewer bytes and costs nothing inside the compiled step.
+
+Multi-host: the global order of examples is fixed by the seed alone, and process p reads only
+rows [p * b, (p + 1) * b) of each global batch of G = process_count * b rows. The processes' local
+batches of step t, assembled in process order, are then exactly the global batch t a single
+process would read, so a run on many hosts draws the same batches as a run on one.
 """
 
 from __future__ import annotations
@@ -45,17 +48,36 @@ def train_iterator(source, data_config: ml_collections.ConfigDict, global_batch_
   with exactly the batches the interrupted run would have seen.
   """
   batch = local_batch_size(global_batch_size, process_count)
-  shard = grain.MapDataset.source(source)[process_index::process_count]
-  if len(shard) < batch:
-    raise ValueError(f'the training split has {len(shard)} images per process, fewer than the '
-                     f'per-process batch of {batch}; lower train.batch_size')
-  dataset = (shard.shuffle(seed=seed).repeat(None).map(_strip_index)
-             .batch(batch, drop_remainder=True))
+  if len(source) < global_batch_size:
+    raise ValueError(f'the training split has {len(source)} images, fewer than the batch of '
+                     f'{global_batch_size}; lower train.batch_size')
+  examples = grain.MapDataset.source(source).shuffle(seed=seed).repeat(None)
+  rows = _local_rows(examples, batch, process_index, process_count)
+  dataset = rows.map(_strip_index).batch(batch, drop_remainder=True)
   iter_dataset = dataset.to_iter_dataset(_read_options(data_config))
   if data_config.num_workers > 0:
     iter_dataset = iter_dataset.mp_prefetch(
         grain.MultiprocessingOptions(num_workers=int(data_config.num_workers)))
   return iter(iter_dataset)
+
+
+# Far more rows than any run reads; grain datasets index lazily, so the length costs nothing.
+_ENDLESS = 2**62
+
+
+def _global_position(local_row: int, batch: int, process_index: int, process_count: int) -> int:
+  """Position in the global example order of a process's `local_row`-th row."""
+  step, row = divmod(int(local_row), batch)
+  return step * batch * process_count + process_index * batch + row
+
+
+def _local_rows(examples: grain.MapDataset, batch: int, process_index: int, process_count: int,
+                length: int = _ENDLESS) -> grain.MapDataset:
+  """This process's rows of every global batch, in order: a lazy view over `examples`."""
+  if process_count == 1:
+    return examples if length == _ENDLESS else examples[:length]
+  return grain.MapDataset.range(length).map(
+      lambda i: examples[_global_position(i, batch, process_index, process_count)])
 
 
 def num_eval_batches(num_examples: int, global_batch_size: int, max_batches: int = 0) -> int:
@@ -83,8 +105,9 @@ def eval_batches(source, data_config: ml_collections.ConfigDict, global_batch_si
       return {**_strip_index(source[index]), 'mask': np.float32(1)}
     return {**blank, 'mask': np.float32(0)}
 
-  dataset = (grain.MapDataset.range(padded)[process_index::process_count].map(fetch)
-             .batch(batch, drop_remainder=False))
+  positions = _local_rows(grain.MapDataset.range(padded), batch, process_index, process_count,
+                          length=padded // process_count)
+  dataset = positions.map(fetch).batch(batch, drop_remainder=False)
   return iter(dataset.to_iter_dataset(_read_options(data_config)))
 
 
