@@ -28,7 +28,8 @@ def get_config():
   config.loss.reconstruction = 'mse'
   config.train.batch_size = 64
   config.train.learning_rate = 1e-3
+  config.train.lr_schedule = 'cosine'
   config.train.num_train_steps = 3000
-  config.train.eval_every_steps = 1000
-  config.train.checkpoint_every_steps = 1000
+  config.train.eval_every_steps = 1500
+  config.train.checkpoint_every_steps = 1500
   return config

@@ -26,6 +26,7 @@ def get_config():
   config.train.batch_size = 128
   config.train.num_train_steps = 4690
   config.train.learning_rate = 1e-3
-  config.train.eval_every_steps = 1000
-  config.train.checkpoint_every_steps = 1000
+  # One epoch is 469 steps.
+  config.train.eval_every_steps = 938
+  config.train.checkpoint_every_steps = 469
   return config

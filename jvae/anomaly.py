@@ -70,11 +70,12 @@ def score_fn(run: runs.TrainedRun, score: str = 'error'
     raise ValueError("score 'nelbo' needs a VAE (model.kind='vae'); this run is an "
                      f"{config.model.kind!r}: use score 'error'")
   conditioned = config.model.conditioning != 'none'
+  model = run.experiment.model
 
   def scores(variables: dict, images: jax.Array, labels: jax.Array) -> jax.Array:
     x = pipeline.to_float(images, config.data.value_range)
-    outputs = run.experiment.apply_fn(variables, x, labels if conditioned else None,
-                                      train=False, sample=False)
+    outputs = model.apply(variables, x, labels if conditioned else None, train=False,
+                          sample=False)
     value = losses.reconstruction_nll(config.loss.reconstruction, outputs['logits'],
                                       outputs['reconstruction'], x, config.loss.gaussian_sigma)
     if score == 'nelbo':
@@ -88,7 +89,7 @@ def score_fn(run: runs.TrainedRun, score: str = 'error'
 def _array_batches(run: runs.TrainedRun, images: np.ndarray, labels: np.ndarray | None,
                    batch_size: int) -> Iterable[dict]:
   """Padded batches of in-memory images, sharded over the run's mesh like `embed.batches`."""
-  batch_size = batch_size or run.config.train.eval_batch_size
+  batch_size = embed.checked_batch_size(run, batch_size)
   labels = np.full(len(images), -1, np.int32) if labels is None else np.asarray(labels, np.int32)
   for start in range(0, len(images), batch_size):
     chunk = images[start:start + batch_size]
@@ -100,8 +101,7 @@ def _array_batches(run: runs.TrainedRun, images: np.ndarray, labels: np.ndarray 
     yield parallel.global_batch(batch, run.experiment.mesh)
 
 
-def _score_batches(run: runs.TrainedRun, batches: Iterable[dict], score: str) -> np.ndarray:
-  fn = score_fn(run, score)
+def _score_batches(run: runs.TrainedRun, batches: Iterable[dict], fn: Callable) -> np.ndarray:
   variables = run.variables
   out = [np.asarray(fn(variables, b['image'], b['label']))[np.asarray(b['mask']) > 0]
          for b in batches]
@@ -128,13 +128,14 @@ def reconstruction_errors(run: runs.TrainedRun, images_uint8: np.ndarray,
       run.experiment.image_shape):
     raise ValueError(f'expected uint8 images [N, {", ".join(map(str, run.experiment.image_shape))}]'
                      f'; got {images_uint8.dtype} {images_uint8.shape}')
-  return _score_batches(run, _array_batches(run, images_uint8, labels, batch_size), score)
+  return _score_batches(run, _array_batches(run, images_uint8, labels, batch_size),
+                        score_fn(run, score))
 
 
 def source_scores(run: runs.TrainedRun, source, score: str = 'error',
                   batch_size: int = 0) -> np.ndarray:
   """Per-image anomaly scores of every record of an image source, in order: float64 [N]."""
-  return _score_batches(run, embed.batches(run, source, batch_size), score)
+  return _score_batches(run, embed.batches(run, source, batch_size), score_fn(run, score))
 
 
 def open_anomaly_source(run: runs.TrainedRun, source: str, split: str) -> sources.ImageSource:
@@ -212,15 +213,19 @@ def detect_anomalies(workdir: str, anomalies: str | None = None, anomaly_split: 
     raise ValueError(f'percentile must be in [0, 100]; got {percentile}')
   run = runs.load_run(workdir, checkpoint, open_data=False)
   config = run.config
-  score_fn(run, score)  # Rejects a bad score before any data is read.
+  fn = score_fn(run, score)  # Rejects a bad score before any data is read.
   train_split = train_split or config.data.train_split
   normal_split = normal_split or config.data.eval_split
   train_source = embed.open_split(run, train_split)
   normal_source = embed.open_split(run, normal_split)
   anomaly_source = open_anomaly_source(run, anomalies, anomaly_split) if anomalies else None
 
-  train_scores = source_scores(run, train_source, score, batch_size)
-  normal_scores = source_scores(run, normal_source, score, batch_size)
+
+  def scores_of(source) -> np.ndarray:
+    return _score_batches(run, embed.batches(run, source, batch_size), fn)
+
+  train_scores = scores_of(train_source)
+  normal_scores = scores_of(normal_source)
   threshold = metrics.percentile_threshold(train_scores, percentile)
   record: dict[str, Any] = {
       'workdir': os.path.abspath(workdir), 'checkpoint': run.checkpoint, 'step': run.step,
@@ -232,7 +237,7 @@ def detect_anomalies(workdir: str, anomalies: str | None = None, anomaly_split: 
           ('normal', normal_split, normal_source, normal_scores, 0)]
   roc = anomaly_scores = None
   if anomaly_source is not None:
-    anomaly_scores = source_scores(run, anomaly_source, score, batch_size)
+    anomaly_scores = scores_of(anomaly_source)
     record['anomalies'] = {'source': anomalies, **_summary(anomaly_split, anomaly_scores,
                                                            threshold)}
     all_scores = np.r_[normal_scores, anomaly_scores]

@@ -6,7 +6,7 @@ Every registered corruption has the signature
 
 - `key`: a JAX PRNG key (typed `jax.random.key` or raw). It is the only source of randomness; each
   image gets its own draws (batched arrays drawn from the key), so a batch is not corrupted the
-  same way throughout.
+  same way throughout; `random_patches_per_batch` alone shares one mask over the batch (SAAAE).
 - `images`: float [B, H, W, C], values in `value_range`.
 - `strength`: a Python float >= 0. 0 means "no corruption" for every kind; larger is stronger. Some
   kinds derive array shapes (patch, kernel, block sizes) from it, so it must be a concrete number,
@@ -225,6 +225,20 @@ def random_patches(key: jax.Array, images: jax.Array, strength: float,
   Returns:
     [B, H, W, C], same dtype, in `value_range`.
   """
+  return _random_patches(key, images, strength, value_range, per_image=True)
+
+
+def random_patches_per_batch(key: jax.Array, images: jax.Array, strength: float,
+                             value_range: tuple[float, float]) -> jax.Array:
+  """`random_patches` with one set of patch positions for the whole batch, as SAAAE's source.
+
+  Args and returns as `random_patches`.
+  """
+  return _random_patches(key, images, strength, value_range, per_image=False)
+
+
+def _random_patches(key: jax.Array, images: jax.Array, strength: float,
+                    value_range: tuple[float, float], per_image: bool) -> jax.Array:
   _check_images(images)
   low, high = _check_range(value_range)
   strength = _static_strength(strength, 'random_patches')
@@ -233,7 +247,7 @@ def random_patches(key: jax.Array, images: jax.Array, strength: float,
   side = min(images.shape[1], images.shape[2])
   patch_size = min(side, max(1, round(strength * side / 4)))
   fill = min(max(0.0, low), high)
-  masked, _ = mask_patches(key, images, _NUM_MASK_PATCHES, patch_size, fill, per_image=True)
+  masked, _ = mask_patches(key, images, _NUM_MASK_PATCHES, patch_size, fill, per_image=per_image)
   return _finish(masked, images, (low, high))
 
 
@@ -514,17 +528,47 @@ def scratches(key: jax.Array, images: jax.Array, strength: float,
   return _finish(x, images, (low, high))
 
 
+# S6's synthetic distortions and the factor each applies to the shared strength. Noise is scaled
+# down because its strength is a std in range widths: at 1.0 it would bury the image, where the
+# other kinds at 1.0 are strong but still leave it recognisable. At strength 0.5 on 64x64 images
+# this is blur sigma 2 px, noise std 0.1, 40-50% contrast loss, 5 px blocks or 3 scratches.
+RESTORATION_KINDS = ('gaussian_blur', 'gaussian_noise', 'fading', 'pixelate', 'scratches')
+RESTORATION_SCALES = (1.0, 0.2, 1.0, 1.0, 1.0)
+
+
+def restoration_mix(key: jax.Array, images: jax.Array, strength: float,
+                    value_range: tuple[float, float]) -> jax.Array:
+  """One of S6's distortions per image, drawn uniformly: blur, noise, fading, pixelation, scratches.
+
+  `random_corruption` over `RESTORATION_KINDS` with strength times `RESTORATION_SCALES`, so clean
+  data of any kind becomes (distorted, clear) pairs on the fly.
+
+  Args:
+    key: PRNG key; picks each image's kind and that kind's draws.
+    images: float [B, H, W, C] in `value_range`.
+    strength: >= 0 (concrete); 0 is the identity.
+    value_range: (low, high).
+
+  Returns:
+    [B, H, W, C], same dtype, in `value_range`.
+  """
+  return random_corruption(key, images, RESTORATION_KINDS, strength, value_range,
+                           RESTORATION_SCALES)
+
+
 CORRUPTIONS: dict[str, CorruptionFn] = {
     'none': none,
     'gaussian_noise': gaussian_noise,
     'salt_and_pepper': salt_and_pepper,
     'random_patches': random_patches,
+    'random_patches_per_batch': random_patches_per_batch,
     'downsample_blur': downsample_blur,
     'gaussian_blur': gaussian_blur,
     'jpeg_blocks': jpeg_blocks,
     'fading': fading,
     'pixelate': pixelate,
     'scratches': scratches,
+    'restoration_mix': restoration_mix,
 }
 
 # Config validation reads this list; extend it in place so anyone holding a reference sees the
@@ -550,7 +594,8 @@ def corrupt(kind: str, key: jax.Array, images: jax.Array, strength: float,
 
 
 def random_corruption(key: jax.Array, images: jax.Array, kinds: Sequence[str], strength: float,
-                      value_range: tuple[float, float]) -> jax.Array:
+                      value_range: tuple[float, float],
+                      scales: Sequence[float] | None = None) -> jax.Array:
   """Corrupts each image with one kind drawn uniformly from `kinds` (S6's on-the-fly pairs).
 
   Every kind is computed for the whole batch and each image picks its own, which costs
@@ -560,8 +605,9 @@ def random_corruption(key: jax.Array, images: jax.Array, kinds: Sequence[str], s
     key: PRNG key.
     images: float [B, H, W, C] in `value_range`.
     kinds: non-empty sequence of registered kind names (repeats weight a kind more).
-    strength: passed to every kind (concrete).
+    strength: passed to every kind (concrete), times its entry in `scales`.
     value_range: (low, high).
+    scales: one factor >= 0 per kind, or None for all 1.
 
   Returns:
     [B, H, W, C], same dtype, in `value_range`.
@@ -571,9 +617,13 @@ def random_corruption(key: jax.Array, images: jax.Array, kinds: Sequence[str], s
     raise ValueError(f'random_corruption needs at least one kind; allowed: '
                      f'{", ".join(CORRUPTIONS)}')
   fns = [_lookup(k) for k in kinds]
+  scales = (1.0,) * len(fns) if scales is None else tuple(scales)
+  if len(scales) != len(fns):
+    raise ValueError(f'random_corruption: {len(scales)} scales for {len(fns)} kinds; give one '
+                     'per kind')
   choice_key, *kind_keys = jax.random.split(key, len(fns) + 1)
-  outs = jnp.stack([fn(k, images, strength, value_range)
-                    for fn, k in zip(fns, kind_keys, strict=True)])
+  outs = jnp.stack([fn(k, images, strength * scale, value_range)
+                    for fn, k, scale in zip(fns, kind_keys, scales, strict=True)])
   b = images.shape[0]
   choice = jnp.minimum(jnp.floor(_uniform(choice_key, (b,)) * len(fns)), len(fns) - 1)
   choice = choice.astype(jnp.int32)

@@ -26,23 +26,27 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from jvae import parallel, runs, trainer
+from jvae import parallel, runs
 from jvae.data import pipeline, sources
 
 
 def encode_fn(run: runs.TrainedRun) -> Callable[[dict, jax.Array, jax.Array], jax.Array]:
-  """The jitted `(variables, images uint8 [B, H, W, C], labels [B]) -> codes [B, D]` of `run`."""
+  """`(variables, images uint8 [B, H, W, C], labels [B]) -> codes [B, D]` for `run`.
+
+  The model runs through the run's jitted `apply_fn` (which may not be nested in another jit, as
+  it carries its own compiler options); only the uint8 -> float conversion runs outside it.
+  """
   config = run.config
   conditioned = config.model.conditioning != 'none'
 
   def encode(variables: dict, images: jax.Array, labels: jax.Array) -> jax.Array:
     x = pipeline.to_float(images, config.data.value_range)
-    # Both wrappers return (code or mu, logvar or None, stages); the stages are dead code here.
+    # Both wrappers return (code or mu, logvar or None, encoder stages).
     codes, _, _ = run.experiment.apply_fn(variables, x, labels if conditioned else None,
                                           method='encode')
     return codes
 
-  return jax.jit(encode, compiler_options=trainer.compiler_options(config))
+  return encode
 
 
 def open_split(run: runs.TrainedRun, split: str) -> sources.ImageSource:
@@ -52,6 +56,15 @@ def open_split(run: runs.TrainedRun, split: str) -> sources.ImageSource:
     raise sources.DataError(f'{source.name} has images of shape {source.info.image_shape} but the '
                             f'model of {run.workdir!r} takes {run.experiment.image_shape}')
   return source
+
+
+def checked_batch_size(run: runs.TrainedRun, batch_size: int = 0) -> int:
+  """`batch_size`, or the run's `train.eval_batch_size` for 0; it must divide over the devices."""
+  batch_size = batch_size or run.config.train.eval_batch_size
+  devices = run.experiment.mesh.devices.size
+  if batch_size < 1 or batch_size % devices:
+    raise ValueError(f'batch_size {batch_size} does not divide over {devices} devices')
+  return batch_size
 
 
 def batches(run: runs.TrainedRun, source, batch_size: int = 0) -> Iterator[dict]:
@@ -64,14 +77,10 @@ def batches(run: runs.TrainedRun, source, batch_size: int = 0) -> Iterator[dict]
       the devices.
 
   Yields:
-    {'image': uint8 [B, H, W, C], 'label': int32 [B], 'mask': float32 [B]} global arrays; the
-    last batch is padded (mask 0).
+    {'image': uint8 [B, H, W, C], 'label': int32 [B], 'index': int32 [B], 'mask': float32 [B]}
+    global arrays (and 'input' for paired sources); the last batch is padded (mask 0).
   """
-  batch_size = batch_size or run.config.train.eval_batch_size
-  devices = run.experiment.mesh.devices.size
-  if batch_size % devices:
-    raise ValueError(f'batch_size {batch_size} does not divide over {devices} devices')
-  for batch in pipeline.eval_batches(source, run.config.data, batch_size):
+  for batch in pipeline.eval_batches(source, run.config.data, checked_batch_size(run, batch_size)):
     yield parallel.global_batch(batch, run.experiment.mesh)
 
 
@@ -90,15 +99,15 @@ def encode_split(run: runs.TrainedRun, split: str, batch_size: int = 0) -> dict[
   source = open_split(run, split)
   encode = encode_fn(run)
   variables = run.variables
-  codes, labels = [], []
+  columns = {'codes': [], 'labels': [], 'indices': []}
   for batch in batches(run, source, batch_size):
     keep = np.asarray(batch['mask']) > 0
-    codes.append(np.asarray(encode(variables, batch['image'], batch['label']))[keep])
-    labels.append(np.asarray(batch['label'])[keep])
-  out = {'codes': np.concatenate(codes).astype(np.float32),
-         'labels': np.concatenate(labels).astype(np.int32),
-         # eval_batches reads records 0 .. N-1 in order.
-         'indices': np.arange(len(source), dtype=np.int64)}
+    columns['codes'].append(np.asarray(encode(variables, batch['image'], batch['label']))[keep])
+    columns['labels'].append(np.asarray(batch['label'])[keep])
+    columns['indices'].append(np.asarray(batch['index'])[keep])
+  out = {'codes': np.concatenate(columns['codes']).astype(np.float32),
+         'labels': np.concatenate(columns['labels']).astype(np.int32),
+         'indices': np.concatenate(columns['indices']).astype(np.int64)}
   if hasattr(source, 'paths'):
     out['paths'] = np.asarray(source.paths, dtype=str)
   return out

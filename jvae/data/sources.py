@@ -1,4 +1,4 @@
-"""Random-access image sources: TFDS, .npz arrays, image folders and built-in sets.
+"""Random-access image sources: TFDS, .npz arrays, image folders, paired folders, built-in sets.
 
 Every source follows grain's `RandomAccessDataSource` protocol (`__len__`, `__getitem__`, a stable
 `__repr__`, picklable) and yields records
@@ -6,6 +6,9 @@ Every source follows grain's `RandomAccessDataSource` protocol (`__len__`, `__ge
   {'image': uint8 [H, W, C] in [0, 255],
    'label': int32 scalar, class id in [0, num_classes) or -1 when unlabeled,
    'index': int64 scalar, the record's position in this source (0 .. len - 1)}
+
+and paired sources (`pairs:<distorted_dir>,<clear_dir>`) add 'input': uint8 [H, W, C], the
+distorted image whose clear version is 'image'.
 
 with images already resized to `data.image_size` (square; 0 keeps the native size) and converted to
 `data.channels` (1 grayscale, 3 RGB; 0 keeps the native count). In-memory sources (npz, digits)
@@ -33,7 +36,7 @@ from PIL import Image
 
 from jvae.data import speckle
 
-SOURCE_KINDS = ('tfds', 'npz', 'folder', 'builtin')
+SOURCE_KINDS = ('tfds', 'npz', 'folder', 'pairs', 'builtin')
 BUILTIN_SOURCES = ('digits', 'speckle')
 IMAGE_EXTENSIONS = ('.bmp', '.gif', '.jpeg', '.jpg', '.png', '.webp')
 # Subfolder names that mark a folder as already split.
@@ -163,6 +166,33 @@ class FolderSource(ImageSource):
     return image, int(self._labels[index])
 
 
+class PairSource(ImageSource):
+  """Distorted/clear pairs from two folders: the clear image is 'image', the distorted 'input'.
+
+  Attributes:
+    clear: the clear images (targets), one per record.
+    distorted: the distorted images (model inputs), aligned with `clear`.
+  """
+
+  def __init__(self, name: str, clear: FolderSource, distorted: FolderSource):
+    self.name = name
+    self.info = clear.info
+    self.clear = clear
+    self.distorted = distorted
+
+  def __len__(self) -> int:
+    return len(self.clear)
+
+  def _load(self, index: int) -> tuple[np.ndarray, int]:
+    return self.clear[index]['image'], -1
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    """Record `index`: {'image', 'input', 'label' (-1), 'index'} as in the module doc."""
+    record = super().__getitem__(index)
+    record['input'] = self.distorted[int(record['index'])]['image']
+    return record
+
+
 class TfdsSource(ImageSource):
   """A TFDS random-access data source, converted and resized on every read."""
 
@@ -220,7 +250,8 @@ def open_source(data_config: ml_collections.ConfigDict, split: str, seed: int) -
   Args:
     data_config: the `data` section of a config built on `jvae.config.base_config()`.
     split: 'train', 'test', 'val' / 'validation' (TFDS, npz and split folders may have others).
-    seed: >= 0; fixes the held-out part of flat folders and digits, and the speckle patterns.
+    seed: >= 0; fixes the held-out part of flat folders, flat pairs and digits, and the speckle
+      patterns.
 
   Returns:
     An `ImageSource`; `source.info` describes its records.
@@ -240,13 +271,16 @@ def open_source(data_config: ml_collections.ConfigDict, split: str, seed: int) -
   kind, _, rest = source.partition(':')
   if kind not in SOURCE_KINDS or not rest:
     raise DataError(f"config field 'data.source' is {source!r}; allowed: tfds:<name>, npz:<path>, "
-                    f'folder:<path>, {", ".join("builtin:" + b for b in BUILTIN_SOURCES)}')
+                    f'folder:<path>, {", ".join("builtin:" + b for b in BUILTIN_SOURCES)}, '
+                    'pairs:<distorted_dir>,<clear_dir>')
   if kind == 'tfds':
     return _open_tfds(rest, split, options)
   if kind == 'npz':
     return _open_npz(rest, split, options)
   if kind == 'folder':
     return _open_folder(rest, split, seed, options)
+  if kind == 'pairs':
+    return _open_pairs(rest, split, seed, options)
   if rest == 'digits':
     return _open_digits(split, seed, options)
   if rest == 'speckle':
@@ -646,6 +680,40 @@ def _scan_image(path: Path) -> tuple[tuple[int, int] | None, str | None, str | N
     return None, None, f'{type(e).__name__}: {e}'
 
 
+def _scan_images(paths: Sequence[Path]) -> list[tuple[tuple[int, int] | None, str | None,
+                                                        str | None]]:
+  """`_scan_image` of every path, in order."""
+  # Decoding dominates and Pillow releases the GIL while decoding, so threads scale.
+  workers = min(32, 4 * (os.cpu_count() or 1))
+  with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+    return list(pool.map(_scan_image, paths))
+
+
+def _common_shape(where: str, files: Sequence[tuple[Path, tuple[int, int], str]],
+                  options: _Options) -> tuple[int, int, int]:
+  """(H, W, C) of the records read from `files`, non-empty (path, (width, height), mode) triples.
+
+  Raises DataError when the files differ in size or colour and data.image_size or data.channels
+  does not make them alike.
+  """
+  first_path, first_size, first_mode = files[0]
+  if not options.image_size:
+    other = next(((p, s) for p, s, _ in files if s != first_size), None)
+    if other is not None:
+      raise DataError(f'{where}: images differ in size: {first_path} is {first_size[0]}x'
+                      f'{first_size[1]} but {other[0]} is {other[1][0]}x{other[1][1]} (width x '
+                      'height); set data.image_size to resize them all to one square size')
+  if not options.channels:
+    first_c = _channels_of_mode(first_mode)
+    other = next(((p, m) for p, _, m in files if _channels_of_mode(m) != first_c), None)
+    if other is not None:
+      raise DataError(f'{where}: images differ in colour: {first_path} is mode {first_mode} but '
+                      f'{other[0]} is mode {other[1]}; set data.channels to 1 (grayscale) or 3 '
+                      '(RGB) to convert them all')
+  width, height = (options.image_size,) * 2 if options.image_size else first_size
+  return height, width, options.channels or _channels_of_mode(first_mode)
+
+
 def _open_folder(path_text: str, split: str, seed: int, options: _Options) -> FolderSource:
   root = Path(path_text).expanduser()
   what = f'folder source {str(root)!r}'
@@ -685,10 +753,7 @@ def _open_folder(path_text: str, split: str, seed: int, options: _Options) -> Fo
   class_ids = {c: i for i, c in enumerate(class_names)}
 
   paths = [p for p, _ in entries]
-  # Decoding dominates and Pillow releases the GIL while decoding, so threads scale.
-  workers = min(32, 4 * (os.cpu_count() or 1))
-  with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-    scans = list(pool.map(_scan_image, paths))
+  scans = _scan_images(paths)
 
   bad = [(p, reason) for p, (_, _, reason) in zip(paths, scans, strict=True) if reason is not None]
   if bad and options.on_bad_image == 'error':
@@ -705,29 +770,130 @@ def _open_folder(path_text: str, split: str, seed: int, options: _Options) -> Fo
     raise DataError(f'{where}: none of its {len(paths)} image files can be read, e.g. '
                     f'{bad[0][0]} ({bad[0][1]})')
 
-  first_path, _, first_size, first_mode = good[0]
-  if not options.image_size:
-    other = next(((p, s) for p, _, s, _ in good if s != first_size), None)
-    if other is not None:
-      raise DataError(f'{where}: images differ in size: {first_path} is {first_size[0]}x'
-                      f'{first_size[1]} but {other[0]} is {other[1][0]}x{other[1][1]} (width x '
-                      'height); set data.image_size to resize them all to one square size')
-  if not options.channels:
-    first_c = _channels_of_mode(first_mode)
-    other = next(((p, m) for p, _, _, m in good if _channels_of_mode(m) != first_c), None)
-    if other is not None:
-      raise DataError(f'{where}: images differ in colour: {first_path} is mode {first_mode} but '
-                      f'{other[0]} is mode {other[1]}; set data.channels to 1 (grayscale) or 3 '
-                      '(RGB) to convert them all')
-  width, height = (options.image_size,) * 2 if options.image_size else first_size
-  channels = options.channels or _channels_of_mode(first_mode)
   info = SourceInfo(
-      image_shape=(height, width, channels),
+      image_shape=_common_shape(where, [(p, size, mode) for p, _, size, mode in good], options),
       num_classes=len(class_names),
       class_names=class_names,
       bad_files=tuple(str(p) for p, _ in bad))
   labels = [-1 if c is None else class_ids[c] for _, c, _, _ in good]
   return FolderSource(where, [str(p) for p, _, _, _ in good], labels, info)
+
+
+# ----------------------------------------------------------------------------------------- pairs
+
+# Unmatched names listed per side in a pair source's report.
+_MAX_LISTED_NAMES = 10
+
+
+def _images_by_name(directory: Path, where: str) -> dict[str, Path]:
+  """{name: file} for the images in `directory` (and its subfolders); name = relative path minus
+  the extension, the key that pairs a distorted file with its clear one."""
+  found: dict[str, Path] = {}
+  for path, _ in _list_images(directory):
+    name = path.relative_to(directory).with_suffix('').as_posix()
+    if name in found:
+      raise DataError(f'{where}: {found[name]} and {path} have the same name {name!r}; a name '
+                      'must be unique in each folder so that it pairs with one image')
+    found[name] = path
+  return found
+
+
+def _listed(names: Sequence[str]) -> str:
+  shown = ', '.join(repr(n) for n in names[:_MAX_LISTED_NAMES])
+  more = len(names) - _MAX_LISTED_NAMES
+  return shown + (f' and {more} more' if more > 0 else '')
+
+
+def _open_pairs(spec: str, split: str, seed: int, options: _Options) -> PairSource:
+  """`pairs:<distorted_dir>,<clear_dir>`: images matched by name (relative path minus extension)."""
+  parts = spec.split(',')
+  if len(parts) != 2 or not all(p.strip() for p in parts):
+    raise DataError(f"config field 'data.source' is 'pairs:{spec}'; expected "
+                    'pairs:<distorted_dir>,<clear_dir>: two folders separated by one comma')
+  distorted_root, clear_root = (Path(p.strip()).expanduser() for p in parts)
+  what = f'pairs source (distorted {str(distorted_root)!r}, clear {str(clear_root)!r})'
+  for role, root in (('distorted', distorted_root), ('clear', clear_root)):
+    if not root.is_dir():
+      state = 'is a file, not a folder' if root.exists() else 'folder not found'
+      raise DataError(f'{what}: {role} {str(root)!r}: {state} (relative paths are from '
+                      f'{os.getcwd()})')
+
+  split_dirs = [{d.name: d for d in sorted(root.iterdir()) if d.is_dir() and d.name in SPLIT_DIRS}
+                for root in (distorted_root, clear_root)]
+  if bool(split_dirs[0]) != bool(split_dirs[1]):
+    has, lacks = ('distorted', 'clear') if split_dirs[0] else ('clear', 'distorted')
+    raise DataError(f'{what}: the {has} folder has split folders ({", ".join(SPLIT_DIRS)}) but '
+                    f'the {lacks} folder has none; give both the same layout')
+  if split_dirs[0]:
+    split_name = next((s for s in _split_aliases(split)
+                       if s in split_dirs[0] and s in split_dirs[1]), None)
+    if split_name is None:
+      raise DataError(f'{what} has no split folder for split {split!r} in both folders; split '
+                      f'folders: distorted {", ".join(split_dirs[0])}, clear '
+                      f'{", ".join(split_dirs[1])}')
+    distorted_dir, clear_dir = split_dirs[0][split_name], split_dirs[1][split_name]
+    where = f'{what} split {split_name!r}'
+  else:
+    distorted_dir, clear_dir = distorted_root, clear_root
+    where = f'{what} split {split!r} (held out by seed {seed})'
+
+  distorted = _images_by_name(distorted_dir, where)
+  clear = _images_by_name(clear_dir, where)
+  names = sorted(distorted.keys() & clear.keys())
+  only_distorted = sorted(distorted.keys() - clear.keys())
+  only_clear = sorted(clear.keys() - distorted.keys())
+  if not names:
+    raise DataError(f'{where}: no image names match between {str(distorted_dir)!r} '
+                    f'({len(distorted)} images, e.g. {_listed(only_distorted) or "none"}) and '
+                    f'{str(clear_dir)!r} ({len(clear)} images, e.g. {_listed(only_clear) or "none"}'
+                    '); pairs are matched by file name without its extension')
+  if only_distorted or only_clear:
+    unmatched = (f'{where}: {len(only_distorted)} distorted image(s) have no clear image of the '
+                 f'same name ({_listed(only_distorted) or "none"}) and {len(only_clear)} clear '
+                 f'image(s) have no distorted one ({_listed(only_clear) or "none"})')
+    if options.on_bad_image == 'error':
+      raise DataError(f"{unmatched}. Add or remove them, or set data.on_bad_image='skip' to "
+                      'leave them out')
+    logging.warning('%s; skipping them, %d pairs remain', unmatched, len(names))
+  if not split_dirs[0]:
+    # Held out after matching, so the split depends on the pairs alone, not on stray files.
+    names = [names[i] for i in _holdout(len(names), options.holdout_fraction, seed, split, what)]
+
+  pairs = [(n, distorted[n], clear[n]) for n in names]
+  scans = _scan_images([d for _, d, _ in pairs] + [c for _, _, c in pairs])
+  scans = list(zip(scans[:len(pairs)], scans[len(pairs):], strict=True))
+  bad = [(path, scan[2]) for pair, pair_scans in zip(pairs, scans, strict=True)
+         for path, scan in zip(pair[1:], pair_scans, strict=True) if scan[2] is not None]
+  if bad and options.on_bad_image == 'error':
+    raise DataError(f'{where}: cannot read image {bad[0][0]} ({bad[0][1]}); {len(bad)} of '
+                    f"{2 * len(pairs)} files are unreadable. Fix or remove them, or set "
+                    "data.on_bad_image='skip' to leave their pairs out")
+  if bad:
+    logging.warning('%s: skipping the pairs of %d unreadable image file(s), e.g. %s (%s)', where,
+                    len(bad), bad[0][0], bad[0][1])
+  good = [(pair, pair_scans) for pair, pair_scans in zip(pairs, scans, strict=True)
+          if pair_scans[0][2] is None and pair_scans[1][2] is None]
+  if not good:
+    raise DataError(f'{where}: none of its {len(pairs)} pairs can be read, e.g. {bad[0][0]} '
+                    f'({bad[0][1]})')
+  mismatched = [(pair, d_scan[0], c_scan[0]) for pair, (d_scan, c_scan) in good
+                if d_scan[0] != c_scan[0]]
+  if mismatched:
+    (name, d_path, c_path), d_size, c_size = mismatched[0]
+    raise DataError(f'{where}: pair {name!r} differs in size: distorted {d_path} is '
+                    f'{d_size[0]}x{d_size[1]} but clear {c_path} is {c_size[0]}x{c_size[1]} '
+                    f'(width x height); {len(mismatched)} of {len(good)} pairs differ. A '
+                    'distorted image must have the size of its clear image')
+
+  files = [(path, scan[0], scan[1]) for pair, pair_scans in good
+           for path, scan in zip(pair[1:], pair_scans, strict=True)]
+  info = SourceInfo(image_shape=_common_shape(where, files, options), num_classes=0,
+                    bad_files=tuple(str(p) for p, _ in bad))
+  unlabeled = [-1] * len(good)
+  return PairSource(
+      where,
+      FolderSource(f'{where} clear', [str(pair[2]) for pair, _ in good], unlabeled, info),
+      FolderSource(f'{where} distorted', [str(pair[1]) for pair, _ in good], unlabeled, info))
 
 
 # -------------------------------------------------------------------------------------- builtins

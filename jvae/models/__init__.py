@@ -97,3 +97,7 @@ def build_model(model_config: ml_collections.ConfigDict,
       raise ConfigError(f'model.anchor {m.anchor!r}; allowed: none, {", ".join(ANCHORS)}')
     anchor = ANCHORS[m.anchor](m, image_shape)
   return autoencoders.VAE(anchor=anchor, **common)
+
+
+# Imported last, once ANCHORS exists: it registers SAAAE's anchors there and with validation.
+from jvae.models import anchors  # noqa: E402, F401

@@ -1,0 +1,26 @@
+"""S2: the beta sweep of the ResNet conv VAE on speckle, drawing the rate-distortion trade-off.
+
+COMMAND:
+  python -m jvae.sweep --config configs/resnet_vae_speckle_beta_sweep.py --workdir runs/beta_sweep
+RESULT: see RESULTS.md (S2) for the short sweep measured on 2 CPU cores.
+
+Each point trains configs/resnet_vae_speckle.py with one beta into <workdir>/loss.beta=<value>;
+the runner then writes <workdir>/sweep.csv and sweep.md (final held-out rate = KL, distortion =
+reconstruction, active units, KL per dimension) and rate_distortion.png. Command-line overrides
+(`--config.train.num_train_steps=300`) apply to every point.
+"""
+
+import pathlib
+import runpy
+
+BETAS = (0.001, 0.01, 0.1, 1.0)
+
+
+def get_config():
+  base = runpy.run_path(str(pathlib.Path(__file__).with_name('resnet_vae_speckle.py')))
+  return base['get_config']()
+
+
+def sweep(add):
+  for beta in BETAS:
+    add(**{'loss.beta': beta})

@@ -1,0 +1,710 @@
+"""Benchmark of every system's train step, with a PyTorch twin of the same model beside it.
+
+  python -m jvae.bench [--configs configs/a.py,configs/b.py] [--steps 30] [--warmup 5]
+      [--torch | --notorch] [--torch_compile | --notorch_compile] [--output BENCHMARKS_table.md]
+      [--conv_impl native|fast] [--conv_transpose_impl native|fast]
+  python -m jvae.bench --check [--configs ...]     # the twin's equality checks; exit 1 on failure
+
+Each config runs in its own subprocess (`python -m jvae.bench --single <config>`, which prints one
+JSON line), so that its peak RSS is its own. Configs run at their native image shape and batch
+size; a config whose data cannot be opened here (a placeholder folder, an unprepared TFDS set)
+is fed random uint8 images of its `data.image_size` and `data.channels` instead, and says so.
+By default every `configs/*.py` except `test.py` and sweeps (files defining `sweep`) is run.
+
+What is measured, per config, in this order:
+
+- compile s: wall time of `train_step.lower(state, batch, key).compile()` of the jitted, donating
+  train step (`jvae.trainer.create_experiment`), tracing included, persistent compilation cache
+  off; the steps below run that compiled executable.
+- pipeline overhead %: blocks of `min(10, steps)` steps fed from grain's `train_iterator`
+  (`next()` + `parallel.global_batch` + step, as the trainer does) alternate with equal blocks fed
+  one device-resident batch; every step is timed to completion; the overhead is the median
+  pipeline-fed step over the median resident step, minus 1.
+- JAX ms/step, img/s: median over `--steps` device-resident steps (after `--warmup`), timed to
+  completion. With torch, these steps alternate with the torch twin's eager and `torch.compile`
+  steps (one of each in turn), so all three see the same machine load.
+- torch eager / torch.compile ms/step: the twin (`jvae.torch_twin`) with the same weights, layers
+  and loss, `clip_grad_norm_` then Adam(W); `torch.compile` covers forward and loss (backward
+  through AOTAutograd), clipping and the optimizer are eager in both. The twin's step takes float
+  NCHW batches prepared once, so it leaves out what the JAX step does first: the uint8 -> float
+  conversion, dynamic binarization and the input corruption of denoising configs (the notes say
+  which). JAX/torch ratios above 1 mean JAX is slower.
+- JAX peak RSS MB: the subprocess's `ru_maxrss` after every JAX step above and before torch is
+  imported. torch RSS MB: the resident set (VmRSS) after the torch steps minus just before torch
+  was imported: the extra memory torch, the twin, its optimizer and compiled graphs hold.
+
+Times depend on machine load: compare numbers from one run, where variants alternate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import math
+import os
+import pathlib
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+from absl import app, flags
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The CLI's flags; defined only when run as a program, so importing the module (tests,
+  notebooks) never collides with other modules' flags."""
+  flags.DEFINE_list('configs', None, 'Config files (path[:arg]); default: every configs/*.py '
+                    'except test.py and sweeps.')
+  flags.DEFINE_integer('steps', 30, 'Timed steps per variant (after warm-up).', lower_bound=1)
+  flags.DEFINE_integer('warmup', 5, 'Untimed steps per variant before timing.', lower_bound=0)
+  flags.DEFINE_boolean('torch', None, 'Run the PyTorch twin (default: when torch is importable).')
+  flags.DEFINE_boolean('torch_compile', True, 'Also time the twin under torch.compile.')
+  flags.DEFINE_string('output', None, 'Also write the Markdown table to this file.')
+  flags.DEFINE_enum('conv_impl', None, ['native', 'fast'], 'Override model.conv_impl.')
+  flags.DEFINE_enum('conv_transpose_impl', None, ['native', 'fast'],
+                    'Override model.conv_transpose_impl.')
+  flags.DEFINE_boolean('check', False, 'Check the twin against the JAX model (same loss from the '
+                       'same weights, same parameters after --check_steps real train steps) '
+                       'instead of timing; exit 1 if any check fails.')
+  flags.DEFINE_integer('check_steps', 3, 'Train steps compared by --check.', lower_bound=0)
+  flags.DEFINE_string('single', None, 'Internal: run one config in this process and print one '
+                      'JSON line.')
+  flags.DEFINE_integer('timeout', 3600, 'Seconds allowed per config subprocess.', lower_bound=1)
+
+
+# --check tolerances. Losses are float32 sums over up to 49152 pixels computed in different
+# orders; parameters are compared by how far apart the two runs' updates are.
+LOSS_RTOL = 1e-4
+UPDATE_RTOL = 1e-2
+
+
+# ----------------------------------------------------------------------------------- configs
+
+
+def default_configs() -> list[str]:
+  """Every configs/*.py except test.py and sweep files (those that define `sweep`)."""
+  found = []
+  for path in sorted((REPO / 'configs').glob('*.py')):
+    if path.name == 'test.py' or 'def sweep(' in path.read_text():
+      continue
+    found.append(str(path.relative_to(REPO)))
+  return found
+
+
+def _resolve(spec: str) -> tuple[pathlib.Path, str | None]:
+  path_text, _, arg = spec.partition(':')
+  path = pathlib.Path(path_text)
+  if not path.is_absolute() and not path.exists():
+    path = REPO / path
+  if not path.exists():
+    raise FileNotFoundError(f'config file {path_text!r} not found (also looked in {REPO})')
+  return path.resolve(), arg or None
+
+
+def load_config(spec: str):
+  """The config of `path[:arg]` (arg is passed to get_config, as config_flags does)."""
+  path, arg = _resolve(spec)
+  module_spec = importlib.util.spec_from_file_location(f'bench_config_{path.stem}', path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg) if arg is not None else module.get_config()
+
+
+def config_name(spec: str) -> str:
+  path_text, _, arg = spec.partition(':')
+  name = pathlib.Path(path_text).stem
+  return f'{name}:{arg}' if arg else name
+
+
+def _override(config, conv_impl: str | None, conv_transpose_impl: str | None):
+  if conv_impl:
+    config.model.conv_impl = conv_impl
+  if conv_transpose_impl:
+    config.model.conv_transpose_impl = conv_transpose_impl
+  return config
+
+
+# ------------------------------------------------------------------------------------- memory
+
+
+def peak_rss_mb() -> float:
+  """This process's peak resident set (ru_maxrss; kilobytes on Linux) in MB."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mb() -> float:
+  try:
+    with open('/proc/self/status') as f:
+      for line in f:
+        if line.startswith('VmRSS:'):
+          return int(line.split()[1]) / 1024
+  except OSError:
+    pass
+  import psutil  # The bench extra; only where /proc is missing.
+  return psutil.Process().memory_info().rss / 2**20
+
+
+def torch_available() -> bool:
+  return importlib.util.find_spec('torch') is not None
+
+
+# --------------------------------------------------------------------------------------- JAX
+
+
+@dataclasses.dataclass
+class JaxSetup:
+  """A config's experiment with fresh state, a compiled step, and its two batch feeds."""
+
+  config: Any
+  experiment: Any
+  state: Any
+  key: Any
+  step_fn: Any  # the compiled train step
+  resident_batch: dict
+  train_iter: Any
+  compile_seconds: float
+  synthetic_data: str  # '' or why the data is synthetic
+
+  def step(self, batch) -> float:
+    """One train step on `batch`, timed to completion, in ms."""
+    import jax
+    start = time.perf_counter()
+    self.state, metrics = self.step_fn(self.state, batch, self.key)
+    jax.block_until_ready((self.state, metrics))
+    return (time.perf_counter() - start) * 1e3
+
+  def resident_step(self) -> float:
+    return self.step(self.resident_batch)
+
+  def pipeline_step(self) -> float:
+    """next() from the grain iterator, host -> device, the step: the trainer's loop body."""
+    import jax
+
+    from jvae import parallel
+    start = time.perf_counter()
+    batch = parallel.global_batch(next(self.train_iter), self.experiment.mesh)
+    self.state, metrics = self.step_fn(self.state, batch, self.key)
+    jax.block_until_ready((self.state, metrics))
+    return (time.perf_counter() - start) * 1e3
+
+
+def synthetic_source(config, reason: str):
+  """Random uint8 images of the config's data.image_size and data.channels."""
+  import numpy as np
+
+  from jvae.data import sources
+  size, channels = int(config.data.image_size), int(config.data.channels)
+  if not size or not channels:
+    raise sources.DataError(f'{reason}; and without data.image_size and data.channels set the '
+                            'bench cannot make stand-in images')
+  rng = np.random.default_rng(config.seed)
+  count = max(4 * config.train.batch_size, 256)
+  images = rng.integers(0, 256, (count, size, size, channels), dtype=np.uint8)
+  num_classes = config.model.num_classes if config.model.conditioning != 'none' else 0
+  labels = rng.integers(0, max(num_classes, 1), count) if num_classes else None
+  info = sources.SourceInfo(image_shape=(size, size, channels), num_classes=num_classes)
+  return sources.ArraySource('synthetic', images, labels, info)
+
+
+def make_experiment(config):
+  """(experiment, why the data is synthetic or ''), opening the config's data if it can."""
+  from jvae import trainer
+  from jvae.data import sources
+  try:
+    return trainer.create_experiment(config), ''
+  except sources.DataError as e:
+    reason = str(e).split('\n')[0]
+    source = synthetic_source(config, reason)
+    experiment = trainer.create_experiment(config, image_shape=source.info.image_shape,
+                                           open_data=False)
+    experiment.train_source = experiment.eval_source = source
+    return experiment, f'synthetic data ({reason[:120]})'
+
+
+def setup_jax(config) -> JaxSetup:
+  """Builds the experiment and state, and compiles the train step (timed)."""
+  import jax
+
+  from jvae import parallel
+  from jvae.data import pipeline
+  experiment, synthetic = make_experiment(config)
+  key = jax.random.key(config.seed)
+  state = experiment.init_state(jax.random.fold_in(key, 0))
+  train_iter = pipeline.train_iterator(experiment.train_source, config.data,
+                                       config.train.batch_size, config.seed)
+  resident = parallel.global_batch(next(train_iter), experiment.mesh)
+  step_key = jax.random.fold_in(key, 1)
+  start = time.perf_counter()
+  compiled = experiment.train_step.lower(state, resident, step_key).compile()
+  compile_seconds = time.perf_counter() - start
+  return JaxSetup(config, experiment, state, step_key, compiled, resident, train_iter,
+                  compile_seconds, synthetic)
+
+
+def _median(values: list[float]) -> float:
+  return float(statistics.median(values)) if values else float('nan')
+
+
+def _pipeline_overhead(jax_setup: JaxSetup, steps: int) -> tuple[float, float]:
+  """(median pipeline-fed ms, median resident ms) over alternating blocks of steps."""
+  block = max(1, min(10, steps))
+  piped, resident = [], []
+  while len(piped) < steps:
+    n = min(block, steps - len(piped))
+    piped += [jax_setup.pipeline_step() for _ in range(n)]
+    resident += [jax_setup.resident_step() for _ in range(n)]
+  return _median(piped), _median(resident)
+
+
+def _torch_notes(config) -> list[str]:
+  notes = []
+  if config.data.binarize != 'none':
+    notes.append('dynamic binarization')
+  if config.task == 'denoise':
+    notes.append(f'corruption {config.corruption.kind}')
+  return notes
+
+
+def _twin_inputs(jax_setup: JaxSetup):
+  """The resident batch as the twin's float NCHW (inputs, target) and labels, prepared once."""
+  import jax
+  import numpy as np
+  import torch
+
+  from jvae import steps
+  config = jax_setup.config
+  inputs, target, labels = jax.jit(
+      lambda b, k: steps.prepare_batch(b, k, config))(jax_setup.resident_batch,
+                                                      jax.random.key(0))
+
+  def nchw(x):
+    return torch.from_numpy(np.array(np.asarray(x, np.float32).transpose(0, 3, 1, 2), order='C'))
+
+  torch_labels = None if labels is None else torch.from_numpy(np.array(labels, np.int64))
+  return nchw(inputs), nchw(target), torch_labels
+
+
+def benchmark_config(spec: str, steps: int = 30, warmup: int = 5, use_torch: bool = False,
+                     torch_compile: bool = True, conv_impl: str | None = None,
+                     conv_transpose_impl: str | None = None) -> dict[str, Any]:
+  """Times one config in this process; returns the table row as a dict (see module doc)."""
+  import jax
+
+  from jvae.train_state import count_parameters
+  config = _override(load_config(spec), conv_impl, conv_transpose_impl)
+  jax_setup = setup_jax(config)
+  for _ in range(warmup):
+    jax_setup.resident_step()
+    jax_setup.pipeline_step()
+  pipeline_ms, resident_ms = _pipeline_overhead(jax_setup, steps)
+  batch = config.train.batch_size
+  row: dict[str, Any] = {
+      'config': config_name(spec), 'batch': batch,
+      'image_shape': list(jax_setup.experiment.image_shape),
+      'params': count_parameters(jax_setup.state.params),
+      'conv_impl': config.model.conv_impl,
+      'conv_transpose_impl': config.model.conv_transpose_impl,
+      'compile_s': jax_setup.compile_seconds,
+      'pipeline_ms': pipeline_ms, 'pipeline_resident_ms': resident_ms,
+      'pipeline_overhead_pct': (pipeline_ms / resident_ms - 1.0) * 100.0,
+      'steps': steps, 'warmup': warmup, 'jax_version': jax.__version__,
+      'notes': [jax_setup.synthetic_data] if jax_setup.synthetic_data else [],
+  }
+  row['jax_peak_rss_mb'] = peak_rss_mb()
+
+  runners = {'jax': jax_setup.resident_step}
+  if use_torch:
+    rss_before = current_rss_mb()
+    twin_runners, twin_info = _torch_runners(jax_setup, warmup, torch_compile)
+    runners.update(twin_runners)
+    row.update(twin_info)
+  times: dict[str, list[float]] = {name: [] for name in runners}
+  names = list(runners)
+  for i in range(steps):
+    # Rotate who goes first so that no variant always follows the same one.
+    for name in names[i % len(names):] + names[:i % len(names)]:
+      times[name].append(runners[name]())
+  row['jax_ms'] = _median(times['jax'])
+  row['jax_img_s'] = batch / row['jax_ms'] * 1e3
+  for name in ('torch_eager', 'torch_compile'):
+    if name in times:
+      row[f'{name}_ms'] = _median(times[name])
+      row[f'jax_over_{name}'] = row['jax_ms'] / row[f'{name}_ms']
+  if use_torch:
+    row['torch_rss_mb'] = current_rss_mb() - rss_before
+    row['peak_rss_mb'] = peak_rss_mb()
+  return row
+
+
+def _torch_runners(jax_setup: JaxSetup, warmup: int, torch_compile: bool):
+  """Step functions (returning ms) of the twin, eager and compiled, after their warm-up."""
+  import jax
+
+  from jvae import torch_twin
+  info: dict[str, Any] = {}
+  config = jax_setup.config
+  try:
+    import torch
+    twin = torch_twin.build_twin(config.model, jax_setup.experiment.image_shape)
+  except torch_twin.UnsupportedModel as e:
+    info['twin'] = f'no twin: {e}'
+    return {}, info
+  info['torch_version'] = torch.__version__
+  info['torch_threads'] = torch.get_num_threads()
+  params = jax.device_get(jax_setup.state.params)
+  stats = jax.device_get(jax_setup.state.batch_stats)
+  torch_twin.load_jax_params(twin, params, stats)
+  x, target, labels = _twin_inputs(jax_setup)
+  beta = float(jax_setup.experiment.beta_fn(0))
+  eager = torch_twin.TwinTrainer(twin, config)
+  notes = _torch_notes(config)
+  if notes:
+    info['torch_leaves_out'] = notes
+
+  def timed(trainer):
+    def run() -> float:
+      start = time.perf_counter()
+      trainer.step(x, target, labels, beta)
+      return (time.perf_counter() - start) * 1e3
+    return run
+
+  runners = {'torch_eager': timed(eager)}
+  for _ in range(warmup):
+    runners['torch_eager']()
+  if torch_compile:
+    # Shares the twin and its optimizer with the eager trainer: one model, two step forms.
+    compiled = torch_twin.TwinTrainer(twin, config, compile=True, optimizer=eager.optimizer)
+    start = time.perf_counter()
+    try:
+      compiled.step(x, target, labels, beta)
+    except Exception as e:  # noqa: BLE001 - a missing compiler etc.: report, keep the eager row
+      info['torch_compile_error'] = f'{type(e).__name__}: {str(e).splitlines()[0][:200]}'
+    else:
+      info['torch_compile_first_step_s'] = time.perf_counter() - start
+      runners['torch_compile'] = timed(compiled)
+      for _ in range(max(warmup - 1, 0)):
+        runners['torch_compile']()
+  info['twin'] = 'yes'
+  return runners, info
+
+
+# ------------------------------------------------------------------------------------- check
+
+
+def _tree_paths(tree, prefix=''):
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_tree_paths(value, f'{prefix}/{key}'))
+    else:
+      out[f'{prefix}/{key}'] = value
+  return out
+
+
+def _rel(a: float, b: float) -> float:
+  return abs(a - b) / max(abs(a), 1e-12)
+
+
+def check_config(spec: str, steps: int = 3, conv_impl: str | None = None,
+                 conv_transpose_impl: str | None = None) -> dict[str, Any]:
+  """The twin against the JAX model for one config (dropout_rate forced to 0).
+
+  1. The deterministic loss (z = mu; BatchNorm on batch statistics, and again on the running
+     averages) of both models from the same weights on the same batch: relative difference
+     <= LOSS_RTOL.
+  2. `steps` real jitted train steps against the twin's steps on the same batches, the twin
+     replaying the JAX step's latent draw (eps) and lr, beta: every step's loss within
+     LOSS_RTOL, and the parameters after them: ||(p_jax - p0) - (p_torch - p0)|| <=
+     UPDATE_RTOL * ||p_jax - p0||, summed over all parameters.
+  """
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import torch
+
+  from jvae import losses, parallel, schedules, torch_twin
+  from jvae import steps as steps_lib
+  config = _override(load_config(spec), conv_impl, conv_transpose_impl)
+  result: dict[str, Any] = {'config': config_name(spec), 'conv_impl': config.model.conv_impl,
+                            'conv_transpose_impl': config.model.conv_transpose_impl}
+  if config.model.dropout_rate > 0:
+    result['dropout_rate'] = f'{config.model.dropout_rate} -> 0 for the check'
+    config.model.dropout_rate = 0.0
+  try:
+    torch_twin.check_supported(config.model)
+  except torch_twin.UnsupportedModel as e:
+    result.update(status='skipped', reason=f'no twin: {e}', ok=True)
+    return result
+  torch.manual_seed(0)
+  jax_setup = setup_jax(config)
+  experiment, model = jax_setup.experiment, jax_setup.experiment.model
+  if jax_setup.synthetic_data:
+    result['data'] = jax_setup.synthetic_data
+  twin = torch_twin.build_twin(config.model, experiment.image_shape)
+  state = jax_setup.state
+  params0 = jax.device_get(state.params)
+  stats0 = jax.device_get(state.batch_stats)
+  torch_twin.load_jax_params(twin, params0, stats0)
+  p0 = _tree_paths(jax.tree.map(np.asarray, params0))
+
+  def nchw(x):
+    return torch.from_numpy(np.array(np.asarray(x, np.float32).transpose(0, 3, 1, 2), order='C'))
+
+  def torch_labels(labels):
+    return None if labels is None else torch.from_numpy(np.array(labels, np.int64))
+
+  batches = [jax_setup.resident_batch] + [
+      parallel.global_batch(next(jax_setup.train_iter), experiment.mesh)
+      for _ in range(max(steps - 1, 0))]
+  prepare = jax.jit(lambda b, k: steps_lib.prepare_batch(b, k, config))
+
+  # 1. The deterministic loss from the same weights.
+  inputs, target, labels = prepare(batches[0], jax.random.key(1))
+  variables = {'params': state.params}
+  if state.batch_stats:
+    variables['batch_stats'] = state.batch_stats
+  beta = float(experiment.beta_fn(0))
+  losses_found = {}
+  # Eval mode first: a train-mode torch BatchNorm updates its running statistics even under
+  # no_grad (they are reloaded below).
+  for mode in ('eval', 'train') if config.model.norm == 'batch' else ('train',):
+    train = mode == 'train'
+    kwargs = {'mutable': ['batch_stats']} if train else {}
+    out = model.apply(variables, inputs, labels, train=train, sample=False, **kwargs)
+    out = out[0] if train else out
+    jax_loss = float(losses.objective(out, target, jnp.float32(beta), config.loss)[0])
+    twin.train(train)
+    with torch.no_grad():
+      t_out = twin(nchw(inputs), torch_labels(labels), sample=False)
+      torch_loss = float(torch_twin.objective(t_out, nchw(target), beta, config.loss)[0])
+    losses_found[mode] = (jax_loss, torch_loss)
+    result[f'{mode}_loss_jax'] = jax_loss
+    result[f'{mode}_loss_torch'] = torch_loss
+    result[f'{mode}_loss_rel_diff'] = _rel(jax_loss, torch_loss)
+  torch_twin.load_jax_params(twin, params0, stats0)
+  twin.train(True)
+
+  # 2. Real train steps against the twin replaying their draws.
+  trainer = torch_twin.TwinTrainer(twin, config)
+  schedule = schedules.learning_rate_schedule(config.train)
+  step_diffs = []
+  for t, batch in enumerate(batches[:steps]):
+    step_key = jax.random.fold_in(jax_setup.key, t)
+    latent_key, _, corruption_key = jax.random.split(step_key, 3)
+    inputs, target, labels = prepare(batch, corruption_key)
+    eps = None
+    if config.model.kind == 'vae':
+      # The VAE draws from make_rng('latent'), which flax derives from the stream's key; the
+      # same call at the root scope derives the same key.
+      draw_key = model.apply({}, rngs={'latent': latent_key},
+                             method=lambda module: module.make_rng('latent'))
+      eps = torch.from_numpy(np.array(jax.random.normal(
+          draw_key, (inputs.shape[0], config.model.latent_dim), jnp.float32)))
+    beta_t, lr_t = float(experiment.beta_fn(t)), float(schedule(t))
+    jax_setup.state, metrics = jax_setup.step_fn(jax_setup.state, batch, jax_setup.key)
+    torch_loss = float(trainer.step(nchw(inputs), nchw(target), torch_labels(labels), beta_t,
+                                    lr_t, eps))
+    jax_loss = float(metrics['loss'])
+    step_diffs.append(_rel(jax_loss, torch_loss))
+    result.setdefault('step_losses', []).append([jax_loss, torch_loss])
+  result['step_loss_max_rel_diff'] = max(step_diffs) if step_diffs else 0.0
+  if steps:
+    p_jax = _tree_paths(jax.tree.map(np.asarray, jax.device_get(jax_setup.state.params)))
+    t_params, t_stats = torch_twin.export_params(twin)
+    p_torch = _tree_paths(t_params)
+    if set(p_jax) != set(p_torch):
+      raise AssertionError(f'parameter trees differ: {sorted(set(p_jax) ^ set(p_torch))}')
+    diff_sq = update_sq = 0.0
+    max_abs, max_where = 0.0, ''
+    per_leaf = {}
+    for path, value in p_jax.items():
+      d = value.astype(np.float64) - p_torch[path]
+      diff_sq += float(np.sum(d * d))
+      update = value.astype(np.float64) - p0[path]
+      update_sq += float(np.sum(update * update))
+      per_leaf[path] = math.sqrt(float(np.sum(d * d))) / max(
+          math.sqrt(float(np.sum(update * update))), 1e-30)
+      if np.max(np.abs(d)) > max_abs:
+        max_abs, max_where = float(np.max(np.abs(d))), path
+    worst = sorted(per_leaf, key=per_leaf.get, reverse=True)[:3]
+    result['update_rel_diff_worst_leaves'] = {path: per_leaf[path] for path in worst}
+    result['update_rel_diff'] = math.sqrt(diff_sq) / max(math.sqrt(update_sq), 1e-30)
+    result['param_max_abs_diff'] = max_abs
+    result['param_max_abs_diff_at'] = max_where
+    result['lr'] = float(config.train.learning_rate)
+    if t_stats:
+      s_jax = _tree_paths(jax.tree.map(np.asarray, jax.device_get(jax_setup.state.batch_stats)))
+      s_torch = _tree_paths(t_stats)
+      result['batch_stats_max_rel_diff'] = max(
+          float(np.max(np.abs(s_jax[p] - s_torch[p]) / np.maximum(np.abs(s_jax[p]), 1e-6)))
+          for p in s_jax)
+  failures = []
+  for mode, (a, b) in losses_found.items():
+    if _rel(a, b) > LOSS_RTOL:
+      failures.append(f'{mode}-mode loss {a:.7g} vs {b:.7g}')
+  if step_diffs and max(step_diffs) > LOSS_RTOL:
+    failures.append(f'train-step loss rel diff {max(step_diffs):.2e}')
+  if steps and result['update_rel_diff'] > UPDATE_RTOL:
+    failures.append(f'parameter updates differ by {result["update_rel_diff"]:.2e} (relative)')
+  result.update(status='ok' if not failures else 'FAILED', failures=failures,
+                ok=not failures)
+  return result
+
+
+# ------------------------------------------------------------------------------------ output
+
+
+def _fmt(value, digits: int = 1) -> str:
+  if value is None or (isinstance(value, float) and math.isnan(value)):
+    return '–'
+  if isinstance(value, float):
+    return f'{value:,.{digits}f}'
+  return f'{value:,}' if isinstance(value, int) else str(value)
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+  """The benchmark rows as a Markdown table, with the notes below it."""
+  header = ('| config | batch | image | params | JAX ms/step | JAX img/s | compile s | '
+            'pipeline overhead % | torch eager ms/step | torch.compile ms/step | '
+            'JAX ÷ eager | JAX ÷ compile | JAX peak RSS MB | torch RSS MB |')
+  lines = [header, '|' + '---|' * header.count(' | ') + '---|']
+  notes = []
+  for row in rows:
+    if 'error' in row:
+      lines.append(f'| {row["config"]} | ' + ' | '.join(['–'] * 13) + ' |')
+      notes.append(f'{row["config"]}: failed: {row["error"]}')
+      continue
+    shape = 'x'.join(str(d) for d in row['image_shape'])
+    lines.append('| ' + ' | '.join([
+        row['config'], _fmt(row['batch']), shape, _fmt(row['params']), _fmt(row['jax_ms']),
+        _fmt(row['jax_img_s'], 0), _fmt(row['compile_s']), _fmt(row['pipeline_overhead_pct']),
+        _fmt(row.get('torch_eager_ms')), _fmt(row.get('torch_compile_ms')),
+        _fmt(row.get('jax_over_torch_eager'), 2), _fmt(row.get('jax_over_torch_compile'), 2),
+        _fmt(row['jax_peak_rss_mb'], 0), _fmt(row.get('torch_rss_mb'), 0)]) + ' |')
+    row_notes = list(row.get('notes', []))
+    if row.get('twin', 'yes') != 'yes':
+      row_notes.append(row['twin'])
+    if row.get('torch_leaves_out'):
+      row_notes.append('the torch twin leaves out ' + ', '.join(row['torch_leaves_out']))
+    if row.get('torch_compile_error'):
+      row_notes.append('torch.compile failed: ' + row['torch_compile_error'])
+    if row_notes:
+      notes.append(f'{row["config"]}: ' + '; '.join(row_notes))
+  impls = sorted({(r.get('conv_impl'), r.get('conv_transpose_impl')) for r in rows
+                  if 'error' not in r})
+  lines.append('')
+  lines.append('conv_impl / conv_transpose_impl: ' + ', '.join(f'{a}/{b}' for a, b in impls))
+  if notes:
+    lines.append('')
+    lines.extend(f'- {note}' for note in notes)
+  return '\n'.join(lines) + '\n'
+
+
+def format_checks(results: list[dict[str, Any]]) -> str:
+  lines = ['| config | status | loss rel diff (train / eval BN) | step loss max rel diff | '
+           'update rel diff | max abs param diff | notes |', '|---|---|---|---|---|---|---|']
+  for r in results:
+    if r.get('status') in ('skipped', 'error'):
+      lines.append(f'| {r["config"]} | {r["status"]} | – | – | – | – | '
+                   f'{r.get("reason") or r.get("error")} |')
+      continue
+    loss = f'{r["train_loss_rel_diff"]:.1e}'
+    if 'eval_loss_rel_diff' in r:
+      loss += f' / {r["eval_loss_rel_diff"]:.1e}'
+    notes = list(r.get('failures', []))
+    for key in ('dropout_rate', 'data'):
+      if key in r:
+        notes.append(f'{key}: {r[key]}')
+    if 'batch_stats_max_rel_diff' in r:
+      notes.append(f'BN running stats max rel diff {r["batch_stats_max_rel_diff"]:.1e}')
+    lines.append(f'| {r["config"]} ({r["conv_impl"]}/{r["conv_transpose_impl"]}) | '
+                 f'{r["status"]} | {loss} | {r["step_loss_max_rel_diff"]:.1e} | '
+                 f'{r.get("update_rel_diff", 0.0):.1e} | {r.get("param_max_abs_diff", 0.0):.1e} '
+                 f'(lr {r.get("lr", 0):g}) | {"; ".join(notes)} |')
+  return '\n'.join(lines) + '\n'
+
+
+# --------------------------------------------------------------------------------------- CLI
+
+
+def _single(spec: str) -> dict[str, Any]:
+  import jax
+  # A cached executable would make the compile time meaningless.
+  jax.config.update('jax_enable_compilation_cache', False)
+  use_torch = FLAGS.torch if FLAGS.torch is not None else torch_available()
+  if FLAGS.check:
+    return check_config(spec, FLAGS.check_steps, FLAGS.conv_impl, FLAGS.conv_transpose_impl)
+  return benchmark_config(spec, FLAGS.steps, FLAGS.warmup, use_torch, FLAGS.torch_compile,
+                          FLAGS.conv_impl, FLAGS.conv_transpose_impl)
+
+
+def _run_subprocess(spec: str) -> dict[str, Any]:
+  args = [sys.executable, '-m', 'jvae.bench', f'--single={spec}', f'--steps={FLAGS.steps}',
+          f'--warmup={FLAGS.warmup}', f'--check_steps={FLAGS.check_steps}',
+          '--torch_compile' if FLAGS.torch_compile else '--notorch_compile',
+          '--check' if FLAGS.check else '--nocheck']
+  if FLAGS.torch is not None:
+    args.append('--torch' if FLAGS.torch else '--notorch')
+  for name in ('conv_impl', 'conv_transpose_impl'):
+    if FLAGS[name].value:
+      args.append(f'--{name}={FLAGS[name].value}')
+  env = dict(os.environ)
+  env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(REPO), env.get('PYTHONPATH')]))
+  try:
+    proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=FLAGS.timeout)
+  except subprocess.TimeoutExpired:
+    return {'config': config_name(spec), 'error': f'timed out after {FLAGS.timeout} s',
+            'status': 'error', 'ok': False}
+  for line in reversed(proc.stdout.splitlines()):
+    if line.startswith('{'):
+      return json.loads(line)
+  tail = [line for line in proc.stderr.splitlines() if line.strip()][-3:]
+  sys.stderr.write(proc.stderr[-4000:])
+  return {'config': config_name(spec), 'status': 'error', 'ok': False,
+          'error': f'exit {proc.returncode}: ' + ' / '.join(tail)[-300:]}
+
+
+def main(argv):
+  del argv
+  if FLAGS.single:
+    result = _single(FLAGS.single)
+    print(json.dumps(result), flush=True)
+    if FLAGS.check and not result.get('ok', False):
+      sys.exit(1)
+    return
+  specs = []
+  for spec in FLAGS.configs or default_configs():
+    path, arg = _resolve(spec)
+    specs.append(f'{path}:{arg}' if arg else str(path))
+  results = []
+  for spec in specs:
+    print(f'# {config_name(spec)} ...', file=sys.stderr, flush=True)
+    results.append(_run_subprocess(spec))
+    print(json.dumps(results[-1]), file=sys.stderr, flush=True)
+  if FLAGS.check:
+    text = format_checks(results)
+    print(text)
+    failed = [r['config'] for r in results if not r.get('ok', False)]
+    if failed:
+      print(f'FAILED: {", ".join(failed)}', file=sys.stderr)
+      sys.exit(1)
+    return
+  text = format_table(results)
+  print(text)
+  if FLAGS.output:
+    with open(FLAGS.output, 'w') as f:
+      f.write(text)
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)

@@ -1,0 +1,132 @@
+"""S1 report: SAAAE figures and the VAE vs SAAAE table from finished runs.
+
+  python -m jvae.reports.saaae --workdir runs/vae_cifar64 --workdir runs/saaae_cifar64 [...]
+
+For each run, writes `<workdir>/figures/saaae_anchor.png`: held-out images, their masked inputs
+(the same masks for every run, drawn from `--seed`), the posterior-mean reconstructions and, for
+anchored runs, the anchor map and a_norm. Then prints a Markdown table of each run's held-out
+metrics from `<workdir>/eval/<split>/metrics.json` (written by training and by
+`python -m jvae.evaluate`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+from jvae import anchor_plots, runs, steps, trainer
+from jvae.data import pipeline
+
+TABLE_METRICS = ('sse', 'input_sse', 'psnr', 'input_psnr', 'ssim', 'input_ssim', 'reconstruction',
+                 'kl', 'loss', 'active_units')
+
+
+def anchor_maps(anchor: nn.Module, anchor_params: Any, inputs: jax.Array) -> jax.Array:
+  """Where the anchor looks: |d sum_d a_norm_d / d x|, summed over channels, image by image.
+
+  Each image goes through the anchor alone (a batch of one), so the map of one image never
+  depends on the others, whatever `model.anchor_normalization` is.
+
+  Args:
+    anchor: the unbound anchor module (`model.anchor` of a built VAE).
+    anchor_params: its parameters (`params['anchor']`).
+    inputs: [N, H, W, C] model inputs.
+
+  Returns:
+    [N, H, W] non-negative.
+  """
+
+  def total(x: jax.Array) -> jax.Array:
+    return jnp.sum(anchor.apply({'params': anchor_params}, x[None])['anchor'])
+
+  gradients = jax.vmap(jax.grad(total))(inputs)
+  return jnp.sum(jnp.abs(gradients), axis=-1)
+
+
+def anchor_figure(run: runs.TrainedRun, num_images: int = 8, seed: int = 0,
+                  path: str | None = None) -> str:
+  """Draws original | masked | reconstruction | anchor map for the run's first eval images."""
+  experiment, config = run.experiment, run.config
+  examples = trainer.first_eval_images(experiment, num_images)
+  batch = {k: jnp.asarray(v) for k, v in examples.items()}
+  inputs, target, labels = steps.prepare_batch(batch, jax.random.key(seed), config)
+  outputs = experiment.apply_fn(run.variables, inputs, labels, train=False, sample=False)
+  value_range = config.data.value_range
+  maps = anchor = None
+  model_anchor = getattr(experiment.model, 'anchor', None)
+  if model_anchor is not None:
+    maps = np.asarray(jax.jit(functools.partial(anchor_maps, model_anchor))(
+        run.state.params['anchor'], inputs))
+    anchor = np.asarray(outputs['anchor'])
+  path = path or os.path.join(run.workdir, 'figures', 'saaae_anchor.png')
+  title = (f'{os.path.basename(os.path.normpath(run.workdir))}: model.anchor='
+           f'{config.model.anchor!r}, step {run.step}, held-out {config.data.eval_split!r}')
+  return anchor_plots.save_anchor_figure(
+      path, pipeline.to_uint8(target, value_range), pipeline.to_uint8(inputs, value_range),
+      pipeline.to_uint8(outputs['reconstruction'], value_range), maps, anchor, title)
+
+
+def metrics_table(workdirs: list[str]) -> str:
+  """A Markdown table of the held-out metrics each run's eval/<split>/metrics.json holds."""
+  header = ['run', 'anchor', 'step', 'split'] + list(TABLE_METRICS)
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  for workdir in workdirs:
+    config = runs.load_config(workdir)
+    path = os.path.join(workdir, 'eval', config.data.eval_split, 'metrics.json')
+    if not os.path.exists(path):
+      lines.append(f'| {workdir} | {config.model.anchor} | - | (no {path}) |')
+      continue
+    with open(path) as f:
+      record = json.load(f)
+    metrics = record['metrics']
+    cells = [workdir, config.model.anchor, str(record['step']), record.get('split', '')]
+    cells += [_format(metrics.get(name)) for name in TABLE_METRICS]
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+def _format(value: Any) -> str:
+  if value is None:
+    return '-'
+  if isinstance(value, int):
+    return str(value)
+  return f'{value:.4g}'
+
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  flags.DEFINE_multi_string('workdir', None, 'A run directory written by train.py (repeatable).')
+  flags.DEFINE_string('checkpoint', 'best', "'best', 'latest' or a step number.")
+  flags.DEFINE_integer('num_images', 8, 'Held-out images in the figure.')
+  flags.DEFINE_integer('seed', 0, 'Seed of the masks drawn for the figure.')
+  flags.mark_flags_as_required(['workdir'])
+
+
+def main(argv):
+  del argv
+  checkpoint = FLAGS.checkpoint
+  checkpoint = int(checkpoint) if checkpoint.isdigit() else checkpoint
+  try:
+    for workdir in FLAGS.workdir:
+      run = runs.load_run(workdir, checkpoint)
+      print(anchor_figure(run, FLAGS.num_images, FLAGS.seed))
+  except (ValueError, FileNotFoundError, RuntimeError) as error:
+    print(f'error: {error}', file=sys.stderr)
+    sys.exit(2)
+  print(metrics_table(FLAGS.workdir))
+
+
+if __name__ == '__main__':
+  _define_flags()
+  app.run(main)

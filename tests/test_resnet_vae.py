@@ -1,0 +1,69 @@
+"""S2, the ResNet conv VAE on speckle: its layout, and the beta sweep with collapse detection."""
+
+import csv
+import runpy
+
+import flax
+import jax
+import jax.numpy as jnp
+import pytest
+from conftest import REPO
+
+from jvae import sweep
+from jvae.config import ConfigError, validate_config
+from jvae.models import build_model
+
+
+def _module(name):
+  return runpy.run_path(str(REPO / 'configs' / f'{name}.py'))
+
+
+def test_the_s2_layout():
+  config = _module('resnet_vae_speckle')['get_config']()
+  validate_config(config)
+  model = build_model(config.model, (64, 64, 1))
+  rngs = {'params': jax.random.key(0), 'latent': jax.random.key(1)}
+  outputs, params = jax.eval_shape(lambda: model.init_with_output(rngs, jnp.zeros((2, 64, 64, 1))))
+  shapes = {'/'.join(k): v.shape
+            for k, v in flax.traverse_util.flatten_dict(params['params']).items()}
+  assert [shapes[f'encoder/Conv_{i}/kernel'] for i in range(4)] == [
+      (3, 3, 1, 32), (3, 3, 32, 64), (3, 3, 64, 128), (3, 3, 128, 256)]
+  assert all(f'encoder/ResNetBlock_{i}/Conv_1/kernel' in shapes for i in range(4))
+  assert shapes['mu/kernel'] == shapes['logvar/kernel'] == (4 * 4 * 256, 512)
+  assert [shapes[f'decoder/ConvTranspose_{i}/kernel'] for i in range(4)] == [
+      (3, 3, 256, 128), (3, 3, 128, 64), (3, 3, 64, 32), (3, 3, 32, 1)]
+  assert outputs['reconstruction'].shape == (2, 64, 64, 1) and outputs['z'].shape == (2, 512)
+  assert config.model.activation == 'silu' and config.model.output_activation == 'sigmoid'
+  assert config.loss.reconstruction == 'mse'
+  assert config.train.learning_rate == 1e-4 and 0 < config.train.grad_clip_norm <= 10
+
+
+def test_the_sweep_config_adds_one_point_per_beta():
+  module = _module('resnet_vae_speckle_beta_sweep')
+  points = sweep.sweep_points(module['sweep'])
+  assert [p['loss.beta'] for p in points] == list(module['BETAS'])
+  config = sweep.apply_overrides(module['get_config'](), points[0])
+  assert config.loss.beta == module['BETAS'][0]
+  assert sweep.point_name(points[0]) == f'loss.beta={module["BETAS"][0]}'
+  with pytest.raises(ConfigError, match='loss.betta'):
+    sweep.apply_overrides(config, {'loss.betta': 1.0})
+
+
+def test_a_sweep_trains_each_point_and_tabulates_rate_distortion(tmp_path, config):
+  config.loss.reconstruction = 'mse'
+
+  def beta_sweep(add):
+    for beta in (0.01, 30.0):
+      add(**{'loss.beta': beta})
+
+  rows = sweep.sweep_and_report(config, beta_sweep, str(tmp_path))
+  assert [r['point'] for r in rows] == ['loss.beta=0.01', 'loss.beta=30.0']
+  assert (tmp_path / 'loss.beta=30.0' / 'eval' / 'test' / 'metrics.json').exists()
+  low, high = rows
+  assert high['kl'] < low['kl']  # a larger beta buys a lower rate
+  with open(tmp_path / 'sweep.csv') as f:
+    table = list(csv.DictReader(f))
+  assert {'loss.beta', 'kl', 'reconstruction', 'active_units', 'collapsed_dims'} <= set(table[0])
+  assert 0 <= int(table[1]['collapsed_dims']) <= config.model.latent_dim
+  assert (tmp_path / 'rate_distortion.png').stat().st_size > 1000
+  assert '| loss.beta |' in (tmp_path / 'sweep.md').read_text()
