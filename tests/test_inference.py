@@ -11,6 +11,7 @@ import sys
 import types
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from absl import flags
@@ -294,3 +295,19 @@ def test_import_jvae_stays_light():
   result = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True,
                           text=True, timeout=60)
   assert result.stdout.split() == ['True', 'False'], result.stderr
+
+
+def test_reconstruct_equals_the_training_time_forward_pass(model, held_out):
+  images = held_out[:5]
+  experiment = model.run.experiment
+  expected = experiment.apply_fn(model.variables,
+                                 pipeline.to_float(jnp.asarray(images), 'unit'), None,
+                                 train=False, sample=False)['reconstruction']
+  np.testing.assert_allclose(model.reconstruct(images.astype(np.float32) / 255.0),
+                             np.asarray(expected), atol=1e-6)
+
+
+def test_tiling_a_constant_image_leaves_no_seams():
+  constant = np.full((27, 40, 1), 0.3, np.float32)
+  out = tiling.map_tiled(constant, lambda t: t, (8, 8), (2, 2))
+  np.testing.assert_allclose(out, constant, atol=1e-6)
