@@ -90,9 +90,9 @@ def test_the_command_line_names_an_unknown_override_and_a_bad_value(tmp_path):
   env = {**os.environ, 'PYTHONPATH': str(REPO)}
   base = [sys.executable, 'train.py', '--config', 'configs/test.py', '--workdir', str(tmp_path)]
   unknown = subprocess.run(base + ['--config.model.latentdim=3'], cwd=REPO, env=env,
-                           capture_output=True, text=True, timeout=120)
+                           capture_output=True, text=True, timeout=600)
   assert unknown.returncode != 0 and 'latentdim' in unknown.stderr
   bad = subprocess.run(base + ['--config.loss.beta=-1'], cwd=REPO, env=env,
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=600)
   assert bad.returncode == 2 and "config field 'loss.beta' is -1.0" in bad.stderr, bad.stderr
   assert not (tmp_path / 'checkpoints').exists()

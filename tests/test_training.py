@@ -84,7 +84,7 @@ def _train_cli(workdir, *overrides):
                           stderr=subprocess.STDOUT, text=True)
 
 
-def _wait_for_steps(workdir, steps, process, timeout=120):
+def _wait_for_steps(workdir, steps, process, timeout=600):
   deadline = time.time() + timeout
   while time.time() < deadline:
     if len(_train_losses(workdir)) >= steps:
@@ -103,7 +103,7 @@ def test_sigkill_then_restart_matches_an_uninterrupted_run(tmp_path, config):
   process.send_signal(signal.SIGKILL)
   process.wait()
   restart = _train_cli(tmp_path / 'killed', *overrides)
-  output, _ = restart.communicate(timeout=300)
+  output, _ = restart.communicate(timeout=900)
   assert restart.returncode == 0, output
   config.train.num_train_steps = steps
   config.train.checkpoint_every_steps = 2
@@ -118,7 +118,7 @@ def test_sigterm_saves_a_checkpoint_and_loses_no_step(tmp_path):
                        '--config.train.checkpoint_every_steps=100000')
   _wait_for_steps(tmp_path, 3, process)
   process.send_signal(signal.SIGTERM)
-  output, _ = process.communicate(timeout=120)
+  output, _ = process.communicate(timeout=600)
   assert process.returncode == 128 + signal.SIGTERM, output
   saved = ocp.CheckpointManager(str(tmp_path / 'checkpoints')).latest_step()
   assert saved == max(_train_losses(tmp_path)), output
@@ -250,7 +250,7 @@ def test_two_processes_train_like_one(tmp_path, config):
             '--config.distributed.num_processes=2']
   processes = [_train_cli(tmp_path / 'two', *common, f'--config.distributed.process_id={p}')
                for p in range(2)]
-  outputs = [p.communicate(timeout=300)[0] for p in processes]
+  outputs = [p.communicate(timeout=900)[0] for p in processes]
   assert [p.returncode for p in processes] == [0, 0], '\n'.join(outputs)
   config.train.num_train_steps = 6
   config.train.checkpoint_every_steps = 3
