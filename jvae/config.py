@@ -101,6 +101,13 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 64  # global, over all devices and hosts
+  # jit: one jax.jit step partitioned by the argument shardings; BatchNorm sees the global batch.
+  # shard_map: the loss and gradient per device under jax.shard_map, averaged with pmean;
+  # BatchNorm uses each device's own batch statistics (see jvae/steps.py make_train_step).
+  c.train.parallelism = 'jit'
+  # Micro-batches per update: the batch is split into this many, run one after another within
+  # the step, and their mean gradient applied once (BatchNorm then sees micro-batch statistics).
+  c.train.grad_accumulation_steps = 1
   c.train.eval_batch_size = 256
   c.train.num_train_steps = 1000
   c.train.optimizer = 'adam'  # adam | adamw
@@ -165,6 +172,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     'train.optimizer': ('adam', 'adamw'),
     'train.lr_schedule': ('constant', 'cosine', 'warmup_cosine'),
     'train.nan_policy': ('stop', 'skip'),
+    'train.parallelism': ('jit', 'shard_map'),
     'train.best_mode': ('min', 'max'),
     'train.xla_optimization': ('full', 'minimal'),
     'train.init_from_checkpoint': ('best', 'latest'),
@@ -200,6 +208,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     'loss.free_bits': (0.0, None),
     'corruption.strength': (0.0, None),
     'train.batch_size': (1, None),
+    'train.grad_accumulation_steps': (1, None),
     'train.eval_batch_size': (1, None),
     'train.num_train_steps': (1, None),
     'train.learning_rate': (0.0, None),
@@ -315,6 +324,13 @@ def _validate_combinations(config: ml_collections.ConfigDict, num_devices: int) 
   if train.batch_size % num_devices:
     raise ConfigError(f"config field 'train.batch_size' is {train.batch_size}, which does not "
                       f'divide over {num_devices} devices; use a multiple of {num_devices}')
+  micro_batches = train.grad_accumulation_steps * num_devices
+  if train.batch_size % micro_batches:
+    raise ConfigError(
+        f"config field 'train.batch_size' is {train.batch_size}, which does not split into "
+        f'train.grad_accumulation_steps={train.grad_accumulation_steps} equal micro-batches over '
+        f'{num_devices} device(s); use a multiple of {micro_batches} (accumulation steps x '
+        'devices) or change train.grad_accumulation_steps')
   if train.eval_batch_size % num_devices:
     raise ConfigError(f"config field 'train.eval_batch_size' is {train.eval_batch_size}, which "
                       f'does not divide over {num_devices} devices; use a multiple of '

@@ -3,6 +3,8 @@
 `make_train_step` returns `train_step(state, batch, key) -> (state, metrics)`. The key is the run's
 base key; the step folds in `state.step`, then splits separate streams for the latent draw,
 dropout and the input corruption, so a resumed run draws exactly what an uninterrupted one would.
+Under `train.parallelism='shard_map'` the device index, and with gradient accumulation the
+micro-batch index, are folded in before the split (see `make_train_step`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jvae import losses
+from jvae import losses, parallel
 from jvae import metrics as image_metrics
 from jvae.data import pipeline
 from jvae.train_state import TrainState
@@ -62,34 +64,112 @@ def prepare_batch(batch: dict, key: jax.Array, config: ml_collections.ConfigDict
   return inputs, target, labels
 
 
-def _variables(state: TrainState, params) -> dict:
+def _variables(params, batch_stats) -> dict:
   variables = {'params': params}
-  if state.batch_stats:
-    variables['batch_stats'] = state.batch_stats
+  if batch_stats:
+    variables['batch_stats'] = batch_stats
   return variables
+
+
+def split_micro_batches(batch: dict, count: int) -> dict:
+  """[B, ...] leaves -> [count, B / count, ...]: micro-batch i holds examples i, i + count, ...
+
+  Strided rather than contiguous, so that on a batch sharded over devices every micro-batch
+  takes the same share of every device's rows and the split moves no data between devices.
+  """
+  return jax.tree.map(
+      lambda x: jnp.swapaxes(x.reshape(x.shape[0] // count, count, *x.shape[1:]), 0, 1), batch)
 
 
 def make_train_step(model: nn.Module, config: ml_collections.ConfigDict,
                     optimizer: optax.GradientTransformation,
-                    beta_fn: Callable[[jax.Array], jax.Array]):
-  """Builds the (not yet jitted) train step for `model` under `config`."""
-  skip_bad_steps = config.train.nan_policy == 'skip'
+                    beta_fn: Callable[[jax.Array], jax.Array],
+                    mesh: jax.sharding.Mesh | None = None):
+  """Builds the (not yet jitted) train step for `model` under `config`.
 
-  def train_step(state: TrainState, batch: dict, key: jax.Array):
-    step_key = jax.random.fold_in(key, state.step)
-    latent_key, dropout_key, corruption_key = jax.random.split(step_key, 3)
+  `train.parallelism='jit'` leaves the partitioning to `jax.jit` and the shardings of the
+  arguments: BatchNorm sees the global batch. 'shard_map' runs the loss and gradient of each
+  device's shard under `jax.shard_map` over `mesh`'s 'data' axis and averages gradients, metrics
+  and BatchNorm running averages with `pmean`: BatchNorm normalises with each device's own batch
+  statistics, as per-device data parallelism (PyTorch DDP without SyncBatchNorm) does (free bits
+  and `anchor_normalization='batch'` likewise act per device). Each device draws its noise from
+  `fold_in(step_key, axis_index('data'))`, so the draws depend on the device count; the optimizer
+  update runs once, replicated, outside the shard_map.
+
+  `train.grad_accumulation_steps=k > 1` splits each device's batch into k micro-batches
+  (`split_micro_batches`) that a `lax.scan` runs one after another, and applies the mean of their
+  gradients as one update: for a model without batch-dependent layers this equals the update on
+  the whole batch. Micro-batch i draws its noise from `fold_in(key, i)`. What depends on the batch
+  as a whole differs: BatchNorm normalises each micro-batch by its own statistics and updates its
+  running averages k times, free bits and `anchor_normalization='batch'` act per micro-batch.
+  """
+  skip_bad_steps = config.train.nan_policy == 'skip'
+  accumulation = config.train.grad_accumulation_steps
+
+  def batch_grads(params, batch_stats, batch: dict, key: jax.Array, beta: jax.Array):
+    """(gradients, metrics, updated batch_stats) of the loss on one batch."""
+    latent_key, dropout_key, corruption_key = jax.random.split(key, 3)
     inputs, target, labels = prepare_batch(batch, corruption_key, config)
-    beta = beta_fn(state.step)
 
     def loss_fn(params):
       outputs, updates = model.apply(
-          _variables(state, params), inputs, labels, train=True,
+          _variables(params, batch_stats), inputs, labels, train=True,
           rngs={'latent': latent_key, 'dropout': dropout_key}, mutable=['batch_stats'])
       loss, metrics = losses.objective(outputs, target, beta, config.loss)
-      return loss, (metrics, updates.get('batch_stats', state.batch_stats))
+      return loss, (metrics, updates.get('batch_stats', batch_stats))
 
-    (loss, (metrics, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params)
+    (_, (metrics, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return grads, metrics, batch_stats
+
+  def accumulated_grads(params, batch_stats, batch: dict, key: jax.Array, beta: jax.Array):
+    if accumulation == 1:
+      # The key as it is, so that k=1 draws exactly what the step drew before accumulation.
+      return batch_grads(params, batch_stats, batch, key, beta)
+
+    def micro_step(carry, micro):
+      grads_sum, batch_stats = carry
+      index, micro_batch = micro
+      grads, metrics, batch_stats = batch_grads(
+          params, batch_stats, micro_batch, jax.random.fold_in(key, index), beta)
+      return (jax.tree.map(jnp.add, grads_sum, grads), batch_stats), metrics
+
+    # zeros_like keeps the params' varying-over-devices type, which the scan carry must match.
+    init = (jax.tree.map(jnp.zeros_like, params), batch_stats)
+    (grads_sum, batch_stats), metrics = jax.lax.scan(
+        micro_step, init, (jnp.arange(accumulation), split_micro_batches(batch, accumulation)))
+    # The loss is a mean over the batch, so the mean of equal-sized micro-batch gradients (and
+    # metrics) is the full-batch one.
+    return (jax.tree.map(lambda g: g / accumulation, grads_sum),
+            jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics), batch_stats)
+
+  if config.train.parallelism == 'shard_map':
+    if mesh is None:
+      raise ValueError("train.parallelism='shard_map' needs the device mesh: "
+                       'make_train_step(..., mesh=parallel.make_mesh())')
+
+    def device_grads(params, batch_stats, batch: dict, key: jax.Array, beta: jax.Array):
+      key = jax.random.fold_in(key, jax.lax.axis_index(parallel.DATA_AXIS))
+      # Replicated (invariant) params would make jax.grad insert a psum that SUMS the devices'
+      # gradients; cast to per-device values, each device gets its own gradient to pmean.
+      params, batch_stats = jax.lax.pcast((params, batch_stats), parallel.DATA_AXIS,
+                                          to='varying')
+      out = accumulated_grads(params, batch_stats, batch, key, beta)
+      return jax.lax.pmean(out, parallel.DATA_AXIS)
+
+    replicated, sharded = jax.sharding.PartitionSpec(), jax.sharding.PartitionSpec(
+        parallel.DATA_AXIS)
+    compute_grads = jax.shard_map(
+        device_grads, mesh=mesh, in_specs=(replicated, replicated, sharded, replicated,
+                                           replicated), out_specs=replicated)
+  else:
+    compute_grads = accumulated_grads
+
+  def train_step(state: TrainState, batch: dict, key: jax.Array):
+    step_key = jax.random.fold_in(key, state.step)
+    beta = beta_fn(state.step)
+    grads, metrics, batch_stats = compute_grads(state.params, state.batch_stats, batch,
+                                                step_key, beta)
+    loss = metrics['loss']
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     grad_norm = optax.tree.norm(grads)
@@ -121,14 +201,14 @@ def make_eval_step(model: nn.Module, config: ml_collections.ConfigDict,
     mask = batch['mask']
     latent_key, corruption_key = jax.random.split(key)
     inputs, target, labels = prepare_batch(batch, corruption_key, config, train=False)
-    outputs = model.apply(_variables(state, state.params), inputs, labels, train=False,
+    outputs = model.apply(_variables(state.params, state.batch_stats), inputs, labels, train=False,
                           rngs={'latent': latent_key})
     terms = losses.per_example_terms(outputs, target, config.loss)
     sums = {'count': jnp.sum(mask), 'reconstruction': jnp.sum(mask * terms['reconstruction'])}
     # Image scores use the posterior-mean reconstruction (z = mu): deterministic, and what a
     # restorer would output; the likelihood terms above use the sample, as the ELBO does.
     mean_outputs = outputs if 'mu' not in outputs else model.apply(
-        _variables(state, state.params), inputs, labels, train=False, sample=False)
+        _variables(state.params, state.batch_stats), inputs, labels, train=False, sample=False)
     quality = image_quality(mean_outputs['reconstruction'], target, config.data.value_range)
     if config.task != 'reconstruct' or 'input' in batch:
       # The corrupted input scored against the clean target: the baseline a restorer must beat.

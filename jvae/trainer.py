@@ -118,7 +118,7 @@ def create_experiment(config: ml_collections.ConfigDict, mesh=None,
   replicated = parallel.replicated(mesh)
   batch_sharding = parallel.data_sharded(mesh)
   train_step = jax.jit(
-      steps.make_train_step(model, config, optimizer, beta_fn),
+      steps.make_train_step(model, config, optimizer, beta_fn, mesh),
       in_shardings=(replicated, batch_sharding, replicated),
       out_shardings=(replicated, replicated), donate_argnums=(0,),
       compiler_options=compiler_options(config))

@@ -23,7 +23,8 @@ class NormActDrop(nn.Module):
   """Optional BatchNorm, the activation, optional dropout: the tail of every conv stage.
 
   BatchNorm under `jax.jit` with a batch sharded over devices normalises over the GLOBAL batch
-  (the compiler inserts the cross-device reduction), so data parallelism does not change it.
+  (the compiler inserts the cross-device reduction), so data parallelism does not change it;
+  `train.parallelism='shard_map'` makes the statistics per device (see jvae/steps.py).
   """
 
   activation: str
