@@ -28,17 +28,17 @@ import copy
 import csv
 import json
 import os
-import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 
 from jvae import (
   anomaly_plots,
+  cli,
   distributions,
   embed,
   losses,
@@ -138,8 +138,13 @@ def source_scores(run: runs.TrainedRun, source, score: str = 'error',
   return _score_batches(run, embed.batches(run, source, batch_size), score_fn(run, score))
 
 
-def open_anomaly_source(run: runs.TrainedRun, source: str, split: str) -> sources.ImageSource:
-  """Opens `source` (any `data.source` string) with the run's data settings and image shape."""
+def open_anomaly_source(run: runs.TrainedRun, source: str, split: str,
+                        labels: Sequence[int] = ()) -> sources.ImageSource:
+  """Opens `source` (any `data.source` string) with the run's data settings and image shape.
+
+  `labels`, if given, keeps only those classes of it: the held-out digit of a one-class run. The
+  run's own `data.exclude_labels` is not applied here (it names exactly the anomalies).
+  """
   height, width, channels = run.experiment.image_shape
   if height != width:
     raise ValueError(f'the model takes {height}x{width} images; anomaly sources are resized to '
@@ -148,7 +153,8 @@ def open_anomaly_source(run: runs.TrainedRun, source: str, split: str) -> source
   data.source = source
   data.image_size = height
   data.channels = channels
-  return sources.open_source(data, split, run.config.seed)
+  data.exclude_labels = ()
+  return sources.select_labels(sources.open_source(data, split, run.config.seed), include=labels)
 
 
 def _summary(split: str, scores: np.ndarray, threshold: float) -> dict[str, Any]:
@@ -176,12 +182,13 @@ def _write_scores_csv(path: str, sets: list[tuple[str, str, Any, np.ndarray, int
                       threshold: float) -> None:
   with open(path, 'w', newline='') as f:
     writer = csv.writer(f)
-    writer.writerow(['set', 'split', 'index', 'score', 'flagged', 'is_anomaly', 'path'])
+    writer.writerow(['set', 'split', 'index', 'label', 'score', 'flagged', 'is_anomaly', 'path'])
     for name, split, source, scores, is_anomaly in sets:
       paths = getattr(source, 'paths', None)
+      labels = source.labels()
       for index, value in enumerate(scores):
-        writer.writerow([name, split, index, repr(float(value)), int(value > threshold),
-                         '' if is_anomaly is None else is_anomaly,
+        writer.writerow([name, split, index, int(labels[index]), repr(float(value)),
+                         int(value > threshold), '' if is_anomaly is None else is_anomaly,
                          paths[index] if paths is not None else ''])
 
 
@@ -189,7 +196,8 @@ def detect_anomalies(workdir: str, anomalies: str | None = None, anomaly_split: 
                      percentile: float = 95.0, score: str = 'error',
                      checkpoint: str | int = 'best', normal_split: str | None = None,
                      train_split: str | None = None, batch_size: int = 0,
-                     output_dir: str | None = None, figures: bool = True) -> dict[str, Any]:
+                     output_dir: str | None = None, figures: bool = True,
+                     anomaly_labels: Sequence[int] = ()) -> dict[str, Any]:
   """Scores the train split, the held-out split and an optional anomaly set; writes the results.
 
   Args:
@@ -205,6 +213,7 @@ def detect_anomalies(workdir: str, anomalies: str | None = None, anomaly_split: 
     batch_size: images per compiled call; 0 takes the run's `train.eval_batch_size`.
     output_dir: default `<workdir>/eval/anomaly`.
     figures: write histogram.png, roc.png and examples.png.
+    anomaly_labels: keep only these classes of `anomalies` (default all).
 
   Returns:
     The record written to metrics.json.
@@ -218,7 +227,8 @@ def detect_anomalies(workdir: str, anomalies: str | None = None, anomaly_split: 
   normal_split = normal_split or config.data.eval_split
   train_source = embed.open_split(run, train_split)
   normal_source = embed.open_split(run, normal_split)
-  anomaly_source = open_anomaly_source(run, anomalies, anomaly_split) if anomalies else None
+  anomaly_source = (open_anomaly_source(run, anomalies, anomaly_split, anomaly_labels)
+                    if anomalies else None)
 
 
   def scores_of(source) -> np.ndarray:
@@ -238,8 +248,8 @@ def detect_anomalies(workdir: str, anomalies: str | None = None, anomaly_split: 
   roc = anomaly_scores = None
   if anomaly_source is not None:
     anomaly_scores = scores_of(anomaly_source)
-    record['anomalies'] = {'source': anomalies, **_summary(anomaly_split, anomaly_scores,
-                                                           threshold)}
+    record['anomalies'] = {'source': anomalies, 'labels': list(anomaly_labels),
+                           **_summary(anomaly_split, anomaly_scores, threshold)}
     all_scores = np.r_[normal_scores, anomaly_scores]
     labels = np.r_[np.zeros(normal_scores.size, int), np.ones(anomaly_scores.size, int)]
     precision, recall = metrics.precision_recall_at(all_scores, labels, threshold)
@@ -282,6 +292,8 @@ def _define_flags():
   flags.DEFINE_string('anomalies', None, 'A data source of anomalous images, e.g. '
                       'npz:../shared/data/cifar10_32_subset.npz; omit to only flag images.')
   flags.DEFINE_string('anomaly_split', 'test', 'The split of --anomalies to read.')
+  flags.DEFINE_list('anomaly_labels', [], 'Keep only these class ids of --anomalies, e.g. 3 '
+                    '(one-class MNIST); default every image.')
   flags.DEFINE_float('percentile', 95.0, 'Threshold percentile of the train split scores.')
   flags.DEFINE_enum('score', 'error', SCORES, 'error: reconstruction loss; nelbo: VAEs only.')
   flags.DEFINE_string('checkpoint', 'best', "'best', 'latest' or a step number.")
@@ -294,19 +306,22 @@ def _define_flags():
   flags.mark_flags_as_required(['workdir'])
 
 
+def _class_ids(values: list[str]) -> tuple[int, ...]:
+  try:
+    return tuple(int(v) for v in values)
+  except ValueError:
+    raise app.UsageError(f'--anomaly_labels must be class ids (ints), got {values}') from None
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  checkpoint = FLAGS.checkpoint
-  checkpoint = int(checkpoint) if checkpoint.isdigit() else checkpoint
-  try:
+  checkpoint = cli.checkpoint_arg(FLAGS.checkpoint)
+  with cli.exit_on_user_error():
     record = detect_anomalies(FLAGS.workdir, FLAGS.anomalies, FLAGS.anomaly_split,
                               FLAGS.percentile, FLAGS.score, checkpoint, FLAGS.normal_split,
-                              FLAGS.train_split, FLAGS.batch_size, FLAGS.output_dir)
-  except (ValueError, FileNotFoundError, RuntimeError) as error:
-    logging.error('%s', error)
-    print(f'error: {error}', file=sys.stderr)
-    sys.exit(2)
+                              FLAGS.train_split, FLAGS.batch_size, FLAGS.output_dir,
+                              anomaly_labels=_class_ids(FLAGS.anomaly_labels))
   keys = ('checkpoint', 'step', 'score', 'percentile', 'threshold', 'train', 'normal',
           'anomalies', 'auroc', 'precision', 'recall')
   print(json.dumps({k: record[k] for k in keys if k in record}, indent=2))

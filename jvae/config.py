@@ -39,6 +39,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.binarize = 'none'
   # Sources without a held-out split (a flat folder, digits) hold out this fraction, by seed.
   c.data.holdout_fraction = 0.2
+  # Class ids dropped from every split of a labeled source, e.g. (3,) to train a one-class
+  # anomaly detector without the digit 3 (configs/mnist_one_class_ae.py).
+  c.data.exclude_labels = ()
   c.data.num_workers = 0  # grain worker processes; 0 reads in the main process
   c.data.prefetch_threads = 2
   c.data.on_bad_image = 'skip'  # skip (and report) or error, for unreadable files in folders
@@ -289,6 +292,12 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> 
       continue
     if path in ('model.decoder_features', 'model.decoder_hidden_dims', 'model.hidden_dims') \
         and value == ():
+      continue
+    if path == 'data.exclude_labels':
+      if not (isinstance(value, (tuple, list)) and all(
+          isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)):
+        raise ConfigError(f"config field 'data.exclude_labels' is {value!r}; allowed: a tuple "
+                          'of class ids >= 0, e.g. (3,), or () for all classes')
       continue
     if not _type_ok(value, ref):
       raise ConfigError(f'config field {path!r} is {value!r} ({type(value).__name__}); '

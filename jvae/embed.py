@@ -19,14 +19,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 from collections.abc import Callable, Iterator
 
 import jax
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 
-from jvae import parallel, runs
+from jvae import cli, parallel, runs
 from jvae.data import pipeline, sources
 
 
@@ -151,15 +150,10 @@ def _define_flags():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  checkpoint = FLAGS.checkpoint
-  checkpoint = int(checkpoint) if checkpoint.isdigit() else checkpoint
-  try:
+  checkpoint = cli.checkpoint_arg(FLAGS.checkpoint)
+  with cli.exit_on_user_error():
     summary = export_embeddings(FLAGS.workdir, FLAGS.split, checkpoint, FLAGS.output,
                                 FLAGS.batch_size)
-  except (ValueError, FileNotFoundError, RuntimeError) as error:
-    logging.error('%s', error)
-    print(f'error: {error}', file=sys.stderr)
-    sys.exit(2)
   print(json.dumps(summary, indent=2))
 
 

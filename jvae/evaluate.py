@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 
-from jvae import explore, likelihood, parallel, runs, steps, trainer
+from jvae import cli, explore, likelihood, parallel, runs, steps, trainer
 from jvae.data import pipeline
 
 
@@ -97,16 +96,11 @@ def _define_flags():
 
 def main(argv):
   del argv
-  checkpoint = FLAGS.checkpoint
-  checkpoint = int(checkpoint) if checkpoint.isdigit() else checkpoint
-  try:
+  checkpoint = cli.checkpoint_arg(FLAGS.checkpoint)
+  with cli.exit_on_user_error():
     record = evaluate_run(FLAGS.workdir, FLAGS.split, checkpoint, FLAGS.seed, FLAGS.max_batches,
                           iwae_samples=FLAGS.iwae_samples, iwae_chunk=FLAGS.iwae_chunk,
                           iwae_max_batches=FLAGS.iwae_max_batches)
-  except (ValueError, FileNotFoundError, RuntimeError) as error:
-    logging.error('%s', error)
-    print(f'error: {error}', file=sys.stderr)
-    sys.exit(2)
   scalars = {k: v for k, v in record['metrics'].items() if not isinstance(v, list)}
   print(json.dumps({'split': record['split'], 'step': record['step'],
                     'checkpoint': record['checkpoint'], **scalars}, indent=2))

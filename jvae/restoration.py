@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from absl import app, flags, logging
 
-from jvae import plotting, runs, steps, trainer
+from jvae import cli, plotting, runs, steps, trainer
 from jvae.data import pipeline
 
 # The fields that define what a restorer is asked to do; copied from the `like` run to every run.
@@ -126,15 +125,10 @@ def _define_flags():
 
 def main(argv):
   del argv
-  checkpoint = FLAGS.checkpoint
-  checkpoint = int(checkpoint) if checkpoint.isdigit() else checkpoint
-  try:
+  checkpoint = cli.checkpoint_arg(FLAGS.checkpoint)
+  with cli.exit_on_user_error():
     record = compare_runs(FLAGS.workdirs, FLAGS.like, FLAGS.names, FLAGS.split, checkpoint,
                           FLAGS.seed, FLAGS.max_batches, FLAGS.out_dir)
-  except (ValueError, FileNotFoundError, RuntimeError) as error:
-    logging.error('%s', error)
-    print(f'error: {error}', file=sys.stderr)
-    sys.exit(2)
   print(markdown_table(record))
   print(f'\nwritten: {os.path.join(os.path.dirname(record["figure"]), "comparison.json")}, '
         f'{record["figure"]}')

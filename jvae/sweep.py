@@ -7,8 +7,10 @@ A sweep config file has `get_config()` like any other and, flax-examples style, 
       add(**{'loss.beta': beta})
 
 Each `add` is one point: dotted config fields and their values. Every point trains with
-`jvae.trainer.train_and_evaluate` into `<workdir>/<field>=<value>[,...]`, one after another (a
-finished point is only re-evaluated, so re-running the command resumes the sweep). Command-line
+`jvae.trainer.train_and_evaluate` into `<workdir>/<field>=<value>[,...]`, one after another.
+Re-running the command resumes the sweep: a point whose final held-out metrics are on disk for
+its full step budget is read back, not trained or evaluated again; an interrupted point resumes
+from its newest checkpoint. Command-line
 overrides (`--config.train.num_train_steps=300`) apply to every point. Then the final held-out
 metrics of all points go to `<workdir>/sweep.csv` and `sweep.md`, and `rate_distortion.png`
 draws distortion (the reconstruction term) against rate (the KL, nats per image) beside each
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import json
 import os
 import runpy
 import sys
@@ -87,8 +90,14 @@ def run_sweep(config: ml_collections.ConfigDict, points: list[dict[str, Any]], w
   rows = []
   for overrides in points:
     name = point_name(overrides)
-    logging.info('sweep point %s', name)
-    metrics = train_fn(apply_overrides(config, overrides), os.path.join(workdir, name))
+    point_config = apply_overrides(config, overrides)
+    point_dir = os.path.join(workdir, name)
+    metrics = finished_metrics(point_config, point_dir)
+    if metrics is None:
+      logging.info('sweep point %s', name)
+      metrics = train_fn(point_config, point_dir)
+    else:
+      logging.info('sweep point %s: finished earlier, metrics read back', name)
     kl_per_dim = np.asarray(metrics.get('kl_per_dim', []), np.float64)
     row = {'point': name, **overrides}
     row.update({k: metrics[k] for k in TABLE_METRICS if k in metrics})
@@ -97,6 +106,19 @@ def run_sweep(config: ml_collections.ConfigDict, points: list[dict[str, Any]], w
       row['kl_per_dim'] = kl_per_dim.tolist()
     rows.append(row)
   return rows
+
+
+def finished_metrics(config: ml_collections.ConfigDict, point_dir: str) -> dict[str, Any] | None:
+  """The final eval metrics of a point that trained its whole budget, else None."""
+  path = os.path.join(point_dir, 'eval', config.data.eval_split, 'metrics.json')
+  try:
+    with open(path) as f:
+      record = json.load(f)
+  except (FileNotFoundError, json.JSONDecodeError):
+    return None
+  if record.get('step', -1) < config.train.num_train_steps:
+    return None  # a shorter earlier run, or an early stop: let the trainer decide
+  return record['metrics']
 
 
 def _columns(rows: list[dict[str, Any]]) -> list[str]:

@@ -122,3 +122,47 @@ def test_anomaly_cli_with_constant_images_as_anomalies(ae_run, tmp_path):
   assert record['percentile'] == 90 and record['anomalies']['count'] == 50
   assert record['auroc'] > 0.99
   assert abs(record['train']['flagged_fraction'] - 0.10) < 0.005
+
+
+def test_select_labels_keeps_order_and_rejects_bad_classes():
+  config = tiny_config()
+  test = sources.open_source(config.data, 'test', 0)
+  labels = test.labels()
+  without_3 = sources.select_labels(test, exclude=(3,))
+  assert len(without_3) == int(np.sum(labels != 3)) and 3 not in without_3.labels()
+  only_3 = sources.select_labels(test, include=(3,))
+  positions = np.flatnonzero(labels == 3)
+  np.testing.assert_array_equal(only_3[1]['image'], test[int(positions[1])]['image'])
+  assert int(only_3[1]['label']) == 3 and int(only_3[1]['index']) == 1
+  with pytest.raises(sources.DataError, match=r'labels \[10\] are not classes'):
+    sources.select_labels(test, include=(10,))
+  config.data.exclude_labels = tuple(range(10))
+  with pytest.raises(sources.DataError, match='no records left'):
+    sources.open_source(config.data, 'test', 0)
+  config.data.source = 'builtin:speckle'
+  config.data.exclude_labels = (1,)
+  with pytest.raises(sources.DataError, match='has no labels'):
+    sources.open_source(config.data, 'test', 0)
+
+
+def test_one_class_report_scores_the_held_out_digit_against_the_rest(tmp_path):
+  from jvae.reports import one_class
+  config = tiny_config()
+  config.model.kind = 'ae'
+  config.loss.reconstruction = 'mse'
+  config.data.exclude_labels = (0,)
+  config.train.num_train_steps = 40
+  config.train.checkpoint_every_steps = 40
+  run_dir = tmp_path / 'data.exclude_labels=(0,)'
+  trainer.train_and_evaluate(config, str(run_dir))
+  (rows,) = one_class.one_class_report(str(tmp_path))
+  record = json.loads((run_dir / 'eval' / 'anomaly' / 'metrics.json').read_text())
+  test_labels = sources.open_source(tiny_config().data, 'test', 0).labels()
+  assert record['anomalies']['count'] == int(np.sum(test_labels == 0)) > 0
+  assert record['normal']['count'] == int(np.sum(test_labels != 0))
+  with open(run_dir / 'eval' / 'anomaly' / 'scores.csv') as f:
+    scored = list(csv.DictReader(f))
+  assert all(r['label'] == '0' for r in scored if r['set'] == 'anomaly')
+  assert not any(r['label'] == '0' for r in scored if r['set'] in ('train', 'normal'))
+  assert rows['held_out_class'] == 0 and rows['auroc'] == record['auroc']
+  assert 'mean AUROC over 1 held-out classes' in (tmp_path / 'one_class.md').read_text()

@@ -67,3 +67,14 @@ def test_a_sweep_trains_each_point_and_tabulates_rate_distortion(tmp_path, confi
   assert 0 <= int(table[1]['collapsed_dims']) <= config.model.latent_dim
   assert (tmp_path / 'rate_distortion.png').stat().st_size > 1000
   assert '| loss.beta |' in (tmp_path / 'sweep.md').read_text()
+
+  # Re-running resumes: finished points are read back, never trained or evaluated again.
+  def must_not_train(point_config, point_dir):
+    raise AssertionError(f'retrained finished point {point_dir}')
+
+  again = sweep.sweep_and_report(config, beta_sweep, str(tmp_path), train_fn=must_not_train)
+  assert again == rows
+  # A point with a larger budget than its finished run is not finished: it goes to training.
+  budget = config.train.num_train_steps + 1
+  bigger = sweep.apply_overrides(config, {'loss.beta': 0.01, 'train.num_train_steps': budget})
+  assert sweep.finished_metrics(bigger, str(tmp_path / 'loss.beta=0.01')) is None

@@ -89,6 +89,10 @@ class ImageSource:
     """The uint8 [H, W, C] image and the int label (-1 if none) of record `index` (in range)."""
     raise NotImplementedError
 
+  def labels(self) -> np.ndarray:
+    """int32 [len]: every record's label (-1 if none). Reads every record unless overridden."""
+    return np.asarray([self._load(i)[1] for i in range(len(self))], dtype=np.int32)
+
   def __getitem__(self, index: int) -> dict[str, np.ndarray]:
     """Record `index` (an int in [-len, len)): {'image', 'label', 'index'} as in the module doc."""
     n = len(self)
@@ -129,6 +133,11 @@ class ArraySource(ImageSource):
   def __len__(self) -> int:
     return len(self._images)
 
+  def labels(self) -> np.ndarray:
+    if self._labels is None:
+      return np.full(len(self), -1, np.int32)
+    return self._labels.copy()
+
   def _load(self, index: int) -> tuple[np.ndarray, int]:
     # A copy, so that a consumer writing into its record cannot change the cached split.
     label = -1 if self._labels is None else int(self._labels[index])
@@ -150,6 +159,9 @@ class FolderSource(ImageSource):
 
   def __len__(self) -> int:
     return len(self.paths)
+
+  def labels(self) -> np.ndarray:
+    return self._labels.copy()
 
   def _load(self, index: int) -> tuple[np.ndarray, int]:
     height, width, channels = self.info.image_shape
@@ -186,11 +198,66 @@ class PairSource(ImageSource):
   def _load(self, index: int) -> tuple[np.ndarray, int]:
     return self.clear[index]['image'], -1
 
+  def labels(self) -> np.ndarray:
+    return np.full(len(self), -1, np.int32)
+
   def __getitem__(self, index: int) -> dict[str, np.ndarray]:
     """Record `index`: {'image', 'input', 'label' (-1), 'index'} as in the module doc."""
     record = super().__getitem__(index)
     record['input'] = self.distorted[int(record['index'])]['image']
     return record
+
+
+class LabelSubset(ImageSource):
+  """The records of `source` whose label passes a filter, in their original order.
+
+  Used for one-class setups (train on every digit but one, score that digit as the anomaly).
+  Record i of the subset is record `positions[i]` of `source`; its 'index' is i.
+  """
+
+  def __init__(self, source: ImageSource, positions: np.ndarray, description: str):
+    self.name = f'{source.name} {description}'
+    self.info = source.info
+    self.source = source
+    self.positions = np.asarray(positions, dtype=np.int64)
+
+  def __len__(self) -> int:
+    return len(self.positions)
+
+  def _load(self, index: int) -> tuple[np.ndarray, int]:
+    record = self.source[int(self.positions[index])]
+    return record['image'], int(record['label'])
+
+  def labels(self) -> np.ndarray:
+    return self.source.labels()[self.positions]
+
+
+def select_labels(source: ImageSource, exclude: Sequence[int] = (),
+                  include: Sequence[int] = ()) -> ImageSource:
+  """The records of `source` with a label in `include` (if given) and not in `exclude`.
+
+  Raises DataError for an unlabeled source, labels outside [0, num_classes) or an empty result.
+  """
+  exclude, include = tuple(int(k) for k in exclude), tuple(int(k) for k in include)
+  if not exclude and not include:
+    return source
+  num_classes = source.info.num_classes
+  if num_classes == 0:
+    raise DataError(f'{source.name}: cannot select records by label (data.exclude_labels or '
+                    'anomaly labels): the source has no labels')
+  bad = [k for k in exclude + include if not 0 <= k < num_classes]
+  if bad:
+    raise DataError(f'{source.name}: labels {bad} are not classes of this source; allowed: '
+                    f'0..{num_classes - 1}')
+  labels = source.labels()
+  keep = ~np.isin(labels, exclude)
+  if include:
+    keep &= np.isin(labels, include)
+  description = ' '.join(part for part in (f'include={list(include)}' if include else '',
+                                           f'exclude={list(exclude)}' if exclude else '') if part)
+  if not keep.any():
+    raise DataError(f'{source.name}: no records left after selecting labels ({description})')
+  return LabelSubset(source, np.flatnonzero(keep), description)
 
 
 class TfdsSource(ImageSource):
@@ -238,6 +305,9 @@ class SpeckleSource(ImageSource):
   def __len__(self) -> int:
     return self._length
 
+  def labels(self) -> np.ndarray:
+    return np.full(len(self), -1, np.int32)
+
   def _load(self, index: int) -> tuple[np.ndarray, int]:
     image = speckle.speckle_record_image(self._seed, self._split, index, self._size,
                                          self._pupil_fraction)
@@ -268,6 +338,15 @@ def open_source(data_config: ml_collections.ConfigDict, split: str, seed: int) -
   if not isinstance(split, str) or not split:
     raise DataError(f'split is {split!r}; expected a split name such as \'train\' or \'test\'')
   seed = int(seed)
+  exclude = _field(data_config, 'exclude_labels')
+  if (not isinstance(exclude, (tuple, list))
+      or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) for k in exclude)):
+    raise DataError(f"config field 'data.exclude_labels' is {exclude!r}; allowed: a tuple of "
+                    'class ids, e.g. (3,)')
+  return select_labels(_open_split(source, split, seed, options), exclude=exclude)
+
+
+def _open_split(source: str, split: str, seed: int, options: _Options) -> ImageSource:
   kind, _, rest = source.partition(':')
   if kind not in SOURCE_KINDS or not rest:
     raise DataError(f"config field 'data.source' is {source!r}; allowed: tfds:<name>, npz:<path>, "

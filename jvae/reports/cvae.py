@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from typing import Any
 
 import jax
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 
 from jvae import classifier as classifier_lib
-from jvae import evaluate, generate, latent_plots, runs
+from jvae import cli, evaluate, generate, latent_plots, runs
 from jvae.data import pipeline
 
 GRID_COLUMNS = 10  # samples per class row in the class-conditional figure
@@ -121,15 +120,10 @@ def _define_flags():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  checkpoint = FLAGS.checkpoint
-  checkpoint = int(checkpoint) if checkpoint.isdigit() else checkpoint
-  try:
+  checkpoint = cli.checkpoint_arg(FLAGS.checkpoint)
+  with cli.exit_on_user_error():
     report = cvae_report(FLAGS.workdir, FLAGS.classifier, checkpoint, FLAGS.seed,
                          FLAGS.samples_per_class, FLAGS.temperature, FLAGS.grid_size, FLAGS.span)
-  except (ValueError, FileNotFoundError, RuntimeError) as error:
-    logging.error('%s', error)
-    print(f'error: {error}', file=sys.stderr)
-    sys.exit(2)
   print(json.dumps({k: v for k, v in report.items() if k != 'conditional_accuracy_by_class'},
                    indent=2))
 

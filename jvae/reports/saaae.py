@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import sys
 from typing import Any
 
 import flax.linen as nn
@@ -23,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from jvae import anchor_plots, runs, steps, trainer
+from jvae import anchor_plots, cli, runs, steps, trainer
 from jvae.data import pipeline
 
 TABLE_METRICS = ('sse', 'input_sse', 'psnr', 'input_psnr', 'ssim', 'input_ssim', 'reconstruction',
@@ -115,15 +114,11 @@ def _define_flags():
 
 def main(argv):
   del argv
-  checkpoint = FLAGS.checkpoint
-  checkpoint = int(checkpoint) if checkpoint.isdigit() else checkpoint
-  try:
+  checkpoint = cli.checkpoint_arg(FLAGS.checkpoint)
+  with cli.exit_on_user_error():
     for workdir in FLAGS.workdir:
       run = runs.load_run(workdir, checkpoint)
       print(anchor_figure(run, FLAGS.num_images, FLAGS.seed))
-  except (ValueError, FileNotFoundError, RuntimeError) as error:
-    print(f'error: {error}', file=sys.stderr)
-    sys.exit(2)
   print(metrics_table(FLAGS.workdir))
 
 
