@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from jvae import cli, explore, likelihood, parallel, runs, steps, trainer
+from jvae import cli, embed, explore, latent_plots, likelihood, parallel, runs, steps, trainer
 from jvae.data import pipeline
 
 
@@ -47,6 +47,23 @@ def iwae_metrics(run: runs.TrainedRun, key: jax.Array, num_samples: int, chunk_s
               pipeline.value_bounds(config.data.value_range))}
 
 
+# Colouring by label only reads for a handful of classes (digits, CIFAR-10), not LFW's 5749 people.
+MAX_SCATTER_CLASSES = 20
+
+
+def latent_scatter_figure(run: runs.TrainedRun, split: str, out_dir: str) -> list[str]:
+  """The codes of `split` (VAEs: posterior means) coloured by label: z[0], z[1] for 2-D latents,
+  else their first two principal components. [] for unlabeled or many-class sources."""
+  num_classes = run.experiment.eval_source.info.num_classes
+  if not 0 < num_classes <= MAX_SCATTER_CLASSES:
+    return []
+  codes = embed.encode_split(run, split)
+  return [latent_plots.save_latent_scatter(
+      os.path.join(out_dir, 'latent_scatter.png'), codes['codes'], codes['labels'],
+      run.experiment.eval_source.info.class_names,
+      f'codes of the {split} split ({len(codes["labels"])} images)')]
+
+
 def evaluate_run(workdir: str, split: str | None = None, checkpoint: str | int = 'best',
                  seed: int = 0, max_batches: int = 0, figures: bool = True,
                  iwae_samples: int = 0, iwae_chunk: int = 100,
@@ -71,6 +88,7 @@ def evaluate_run(workdir: str, split: str | None = None, checkpoint: str | int =
     paths = trainer.write_figures(run.experiment, run.state, key, out_dir)
     paths += explore.write_latent_figures(run, key, os.path.join(out_dir, 'figures'),
                                           metrics.get('kl_per_dim'))
+    paths += latent_scatter_figure(run, split, os.path.join(out_dir, 'figures'))
   record = {'workdir': os.path.abspath(workdir), 'split': split, 'checkpoint': run.checkpoint,
             'step': run.step, 'seed': seed, 'metrics': metrics,
             'figures': [os.path.relpath(p, workdir) for p in paths]}

@@ -198,7 +198,8 @@ def test_evaluate_reloads_the_run_and_is_deterministic(tmp_path, config):
   from jvae import evaluate
   final = trainer.train_and_evaluate(config, str(tmp_path))
   first = evaluate.evaluate_run(str(tmp_path), checkpoint='latest')
-  for name in ('reconstructions', 'samples', 'interpolation', 'traversals', 'temperatures'):
+  for name in ('reconstructions', 'samples', 'interpolation', 'traversals', 'temperatures',
+               'latent_scatter'):
     assert (tmp_path / 'eval' / 'test' / 'figures' / f'{name}.png').stat().st_size > 1000
   again = evaluate.evaluate_run(str(tmp_path), checkpoint='latest', figures=False)
   assert first['metrics'] == again['metrics']
