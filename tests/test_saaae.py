@@ -226,3 +226,33 @@ def test_the_report_figure_shows_where_the_anchor_looks(tmp_path):
   path = anchor_plots.save_anchor_figure(str(tmp_path / 'a.png'), images, images, images, maps,
                                          np.linspace(0, 1, 24).reshape(4, 6), 'title')
   assert (tmp_path / 'a.png').stat().st_size > 1000 and path.endswith('a.png')
+
+
+def test_high_attention_lowers_the_sampling_spread_of_the_latent():
+  config = base_config()
+  config.data.channels = 3
+  config.model.latent_dim = 6
+  config.model.encoder_features = (4,)
+  config.model.hidden_dims = ()
+  config.model.anchor = 'patch_attention'
+  config.model.anchor_patch_size = 4
+  config.model.anchor_embed_dim = 8
+  model = build_model(config.model, (8, 8, 3))
+  images = _images(3)
+  variables = _variables(model, images, rngs={'params': jax.random.key(0),
+                                              'latent': jax.random.key(1)})
+
+  @_jit
+  def draws(keys):
+    return jax.vmap(lambda k: model.apply(variables, images, rngs={'latent': k}))(keys)
+
+  outputs = draws(jax.random.split(jax.random.key(2), 4000))
+  mask = np.asarray(outputs['noise_mask'][0])  # the same for every key: [B, D]
+  sigma = np.exp(0.5 * np.asarray(outputs['logvar'][0]))
+  spread = np.asarray(outputs['z']).std(axis=0)  # over the 4000 draws
+  # z = mu + sigma * eps * (1 - a_norm): the spread is sigma * noise_mask, so the most attended
+  # dimension of each image (noise_mask 0) does not move and the least attended one moves fully.
+  np.testing.assert_allclose(spread, sigma * mask, rtol=0.06, atol=1e-4)
+  rows = np.arange(len(mask))
+  assert np.all(spread[rows, mask.argmin(1)] < 1e-4)  # the safe denominator leaves ~1e-5
+  np.testing.assert_allclose(spread[rows, mask.argmax(1)], sigma[rows, mask.argmax(1)], rtol=0.06)
