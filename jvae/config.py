@@ -77,6 +77,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.anchor_patch_size = 8  # patch_attention: side of the patch tokens
   c.model.anchor_embed_dim = 64  # patch_attention: width of the patch tokens
   c.model.anchor_attention_dim = 0  # query/key/value width; 0 = the token width
+  c.model.anchor_noise_scale = 1.0  # constant_noise: the fixed noise mask (1 = a plain VAE)
   c.model.output_activation = 'sigmoid'  # sigmoid | tanh | none
   c.model.conditioning = 'none'  # none | onehot | embedding
   c.model.num_classes = 10
@@ -203,6 +204,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     'model.anchor_patch_size': (1, 4096),
     'model.anchor_embed_dim': (1, None),
     'model.anchor_attention_dim': (0, None),
+    'model.anchor_noise_scale': (0.0, 1.0),
     'loss.gaussian_sigma': (1e-6, None),
     'loss.beta': (0.0, None),
     'loss.beta_warmup_steps': (0, None),

@@ -224,6 +224,10 @@ def make_eval_step(model: nn.Module, config: ml_collections.ConfigDict,
                   kl_per_dim=jnp.sum(mask[:, None] * terms['kl_per_dim'], axis=0),
                   mu_sum=jnp.sum(mask[:, None] * mu, axis=0),
                   mu_sq_sum=jnp.sum(mask[:, None] * jnp.square(mu), axis=0))
+    if 'noise_mask' in outputs:
+      # The mean noise scale an anchor applied: the constant of the ablation that injects as
+      # little noise without choosing where (configs/vae_cifar64_constant_noise.py).
+      sums['noise_mask_mean'] = jnp.sum(mask * jnp.mean(outputs['noise_mask'], axis=-1))
     sums['loss'] = jnp.sum(mask * loss)
     return sums
 

@@ -256,3 +256,25 @@ def test_high_attention_lowers_the_sampling_spread_of_the_latent():
   rows = np.arange(len(mask))
   assert np.all(spread[rows, mask.argmin(1)] < 1e-4)  # the safe denominator leaves ~1e-5
   np.testing.assert_allclose(spread[rows, mask.argmax(1)], sigma[rows, mask.argmax(1)], rtol=0.06)
+
+
+def test_the_constant_noise_ablation_scales_every_draw_and_reports_its_mean(config):
+  config.model.anchor = 'constant_noise'
+  config.model.anchor_noise_scale = 0.25
+  experiment = trainer.create_experiment(config)
+  state = experiment.init_state(jax.random.key(0))
+  images = np.stack([experiment.eval_source[i]['image'] for i in range(4)])
+  x = images.astype(np.float32) / 255.0
+  plain = trainer.create_experiment(_config('test'))
+  assert jax.tree.map(jnp.shape, state.params) == jax.tree.map(
+      jnp.shape, plain.init_state(jax.random.key(0)).params)  # no parameters of its own
+
+  def noise(model):
+    out = model.apply({'params': state.params}, x, rngs={'latent': jax.random.key(1)})
+    return out['z'] - out['mu']
+
+  # The same draw as the plain VAE's from the same key, scaled by 0.25.
+  np.testing.assert_allclose(noise(experiment.model), 0.25 * noise(plain.model), rtol=1e-4,
+                             atol=1e-6)
+  metrics = trainer.evaluate(experiment, state, jax.random.key(2), max_batches=1)
+  assert metrics['noise_mask_mean'] == pytest.approx(0.25)

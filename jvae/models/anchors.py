@@ -13,7 +13,11 @@ noise. Two anchors are registered in `jvae.models.ANCHORS` (and with config vali
   `model.anchor_embed_dim` features with a learned position embedding, then the same one-head
   self-attention, flatten, Dense and SiLU (~0.56M parameters at 64x64 with 8x8 patches).
 
-Both return {'noise_mask': 1 - a_norm, 'anchor': a_norm} and, with
+- 'constant_noise', the ablation of the comparison: no attention and no parameters, every
+  dimension's noise scaled by the constant `model.anchor_noise_scale`. Set to the mean noise mask
+  of a trained SAAAE, it separates the anchor's effect from simply injecting less noise.
+
+The attention anchors return {'noise_mask': 1 - a_norm, 'anchor': a_norm} and, with
 `model.anchor_kl_weighting='noise_mask'`, 'kl_weights' = the noise mask, which `jvae.losses`
 multiplies into the KL of each dimension.
 """
@@ -150,6 +154,18 @@ class PatchAttentionAnchor(nn.Module):
     return anchor_outputs(a, self.normalization, self.kl_weighting)
 
 
+class ConstantNoiseAnchor(nn.Module):
+  """noise_mask = `noise_scale` for every example and dimension: z = mu + std * eps * scale."""
+
+  latent_dim: int
+  noise_scale: float
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> dict[str, jax.Array]:
+    del train
+    return {'noise_mask': jnp.full((x.shape[0], self.latent_dim), self.noise_scale, jnp.float32)}
+
+
 def _common(model_config: ml_collections.ConfigDict) -> dict:
   return dict(latent_dim=model_config.latent_dim, attention_dim=model_config.anchor_attention_dim,
               normalization=model_config.anchor_normalization,
@@ -173,7 +189,15 @@ def patch_attention(model_config: ml_collections.ConfigDict,
                               **_common(model_config))
 
 
-ANCHORS.update(channel_attention=channel_attention, patch_attention=patch_attention)
+def constant_noise(model_config: ml_collections.ConfigDict,
+                   image_shape: tuple[int, int, int]) -> nn.Module:
+  del image_shape
+  return ConstantNoiseAnchor(latent_dim=model_config.latent_dim,
+                             noise_scale=model_config.anchor_noise_scale)
+
+
+ANCHORS.update(channel_attention=channel_attention, patch_attention=patch_attention,
+               constant_noise=constant_noise)
 # Config validation reads this list; extend it in place so anyone holding a reference sees the
 # names, keeping 'none' first.
 _names = config_lib.EXTRA_CHOICES.setdefault('model.anchor', ['none'])
