@@ -670,7 +670,7 @@ class AutoencoderTwin(Twin):
     if hasattr(self, 'label_conditioning'):
       if labels is None:
         raise ValueError('this twin is conditioned on labels; pass labels [B]')
-      condition = self.label_conditioning(labels)
+      condition = self.label_conditioning(labels).to(x.dtype)
     features, stages = self.encoder(x, condition)
     outputs = {}
     if self.kind == 'vae':
