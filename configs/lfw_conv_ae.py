@@ -1,7 +1,7 @@
 """S5 Part 2: a convolutional autoencoder on LFW faces (64x64 grayscale), latent 256, MSE.
 
 COMMAND: python train.py --config configs/lfw_conv_ae.py --workdir runs/lfw_conv_ae
-RESULT: (filled in below once measured)
+RESULT: see RESULTS.md (S5)
 
 The source's ConvAutoencoder in PyTorch terms: Conv2d(k3, s2, p1) 1->32->64->128 with ReLU
 (64 -> 8 px), flatten 8*8*128, Linear to the 256-D code; Linear back to 8*8*128, ReLU,

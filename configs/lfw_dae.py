@@ -1,7 +1,7 @@
 """S5 Part 3: a denoising conv autoencoder on LFW faces: noisy input, clean target, latent 256.
 
 COMMAND: python train.py --config configs/lfw_dae.py --workdir runs/lfw_dae
-RESULT: (filled in below once measured)
+RESULT: see RESULTS.md (S5)
 
 The Part 2 conv autoencoder trained on x + noise_factor * N(0, 1), clipped to [0, 1] (the
 corruption is drawn inside the compiled step from the step's own key), against the clean x. The

@@ -1,7 +1,7 @@
 """S5 Part 4: the improved conv autoencoder on LFW faces: deeper, BatchNorm and Dropout, latent 256.
 
 COMMAND: python train.py --config configs/lfw_improved_ae.py --workdir runs/lfw_improved_ae
-RESULT: (filled in below once measured)
+RESULT: see RESULTS.md (S5)
 
 The source's ImprovedCAE in PyTorch terms: four Conv2d(k3, s2, p1) stages 1->32->64->128->256
 (64 -> 4 px), each Conv -> BatchNorm2d -> ReLU -> Dropout2d-style dropout, flatten 4*4*256, Linear

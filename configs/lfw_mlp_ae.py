@@ -1,7 +1,7 @@
 """S5 Part 1: an MLP autoencoder on LFW faces (64x64 grayscale), latent 256, MSE.
 
 COMMAND: python train.py --config configs/lfw_mlp_ae.py --workdir runs/lfw_mlp_ae
-RESULT: (filled in below once measured)
+RESULT: see RESULTS.md (S5)
 
 Flatten 4096 -> Dense 1024 -> Dense 512 -> code 256 -> Dense 512 -> Dense 1024 -> Dense 4096,
 ReLU, sigmoid out: the baseline of the source's Part 1, with the conv AEs' latent size so the four

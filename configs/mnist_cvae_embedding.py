@@ -4,7 +4,7 @@ otherwise configs/mnist_cvae_onehot.py (latent 2, BCE + KL, Adam 1e-3, batch 128
 
 COMMAND: python train.py --config configs/mnist_cvae_embedding.py \
   --workdir runs/mnist_cvae_embedding
-RESULT: RESULT_PLACEHOLDER
+RESULT: see RESULTS.md (S3)
 
 Data: the offline MNIST copy beside the repository (paths are relative to the repo root, where
 train.py runs); on a connected machine `--config.data.source=tfds:mnist` reads the same data.

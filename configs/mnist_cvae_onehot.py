@@ -6,7 +6,7 @@ s2) ReLU, a stride-1 3x3 output conv to 1 channel, sigmoid. BCE summed over pixe
 batch 128: 10 epochs of 60000 images = 4690 steps.
 
 COMMAND: python train.py --config configs/mnist_cvae_onehot.py --workdir runs/mnist_cvae_onehot
-RESULT: RESULT_PLACEHOLDER
+RESULT: see RESULTS.md (S3)
 
 Data: the offline MNIST copy beside the repository (paths are relative to the repo root, where
 train.py runs); on a connected machine `--config.data.source=tfds:mnist` reads the same data.

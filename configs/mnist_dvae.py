@@ -8,7 +8,7 @@ hold psnr/ssim of the restoration and input_psnr/input_ssim of the corrupted inp
 the clean held-out image.
 
 COMMAND: python train.py --config configs/mnist_dvae.py --workdir runs/mnist_dvae_downsample_blur
-RESULT: RESULT_PLACEHOLDER
+RESULT: see RESULTS.md (S4)
 
 Data: the offline MNIST copy beside the repository (paths are relative to the repo root, where
 train.py runs); on a connected machine `--config.data.source=tfds:mnist` reads the same data.

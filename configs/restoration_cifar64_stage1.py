@@ -2,7 +2,7 @@
 
 COMMAND: python train.py --config configs/restoration_cifar64_stage1.py \
     --workdir runs/restoration_cifar64_stage1
-RESULT: RESULT_PLACEHOLDER
+RESULT: see RESULTS.md (S6)
 
 SPEC S6's model at 64x64x3 (the source's is 128x128x3, `configs/restoration_vae.py`): encoder
 Conv 4x4 s2 p1 3->32->64->128->256 ReLU (64 -> 4 px), Dense 256*4*4 -> 512 ReLU -> mu/logvar (128);

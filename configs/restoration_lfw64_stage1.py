@@ -2,7 +2,7 @@
 
 COMMAND: python train.py --config configs/restoration_lfw64_stage1.py \
     --workdir runs/restoration_lfw64_stage1
-RESULT: RESULT_PLACEHOLDER
+RESULT: see RESULTS.md (S6)
 
 SPEC S6's model at 64x64x1 (`restoration_cifar64_stage1.py` has the layout; only the image
 channels differ): encoder Conv 4x4 s2 p1 1->32->64->128->256, Dense 256*4*4 -> 512 -> latent 128,

@@ -2,7 +2,7 @@
 
 COMMAND: python train.py --config configs/restoration_lfw64_stage2.py \
     --workdir runs/restoration_lfw64_stage2
-RESULT: RESULT_PLACEHOLDER
+RESULT: see RESULTS.md (S6)
 
 Starts from the stage-1 run's checkpoint (train.init_from; run configs/restoration_lfw64_stage1.py
 into runs/restoration_lfw64_stage1 first) with a fresh optimizer, its own learning rate and step
