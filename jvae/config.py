@@ -136,7 +136,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.stage = ''  # a label recorded in the logs and run_info.json, e.g. 'stage2'
   c.train.eval_max_batches = 0  # 0 = the whole eval split
   c.train.num_figure_images = 16
-  c.train.progress_bar = True
+  c.train.progress_bar = True  # a tqdm bar, shown only on a terminal or in a notebook
   # full: XLA's optimizing compile for the train and eval steps. minimal: about 3x faster to
   # compile and slower to run, for tests and smoke runs of a few steps.
   c.train.xla_optimization = 'full'

@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -489,8 +490,11 @@ def _mean_metrics(pending: list[dict]) -> dict[str, float]:
 
 def _progress_bar(config, start: int, total: int, enabled: bool):
   from tqdm import auto as tqdm_auto  # Lazy: plain library users never see a bar.
-  return tqdm_auto.tqdm(initial=start, total=total, disable=not (enabled and
-                                                                config.train.progress_bar),
+  # Off when stderr is a file or pipe (CI, nohup, cluster logs): tqdm would write a line per
+  # refresh there. Notebooks get tqdm.auto's widget.
+  interactive = sys.stderr.isatty() or 'ipykernel' in sys.modules
+  return tqdm_auto.tqdm(initial=start, total=total,
+                        disable=not (enabled and config.train.progress_bar and interactive),
                         unit='step', dynamic_ncols=True)
 
 
