@@ -4,7 +4,7 @@ seed and example index), evaluated with the IWAE bound.
 
 COMMAND: python train.py --config configs/mnist_binarized_vae.py --workdir runs/mnist_binarized_vae
 EVAL:    python -m jvae.evaluate --workdir runs/mnist_binarized_vae --checkpoint latest \
-           --iwae_samples 5000 --iwae_chunk 500 --iwae_max_batches 2
+           --iwae_samples 5000 --iwae_chunk 40 --iwae_max_batches 1
 References (test NLL, nats): one-stochastic-layer VAE 86.76 and IWAE(k=50) 84.78 (Burda et al.
 2015, Table 1); the Flax example MLP VAE's test loss is about 104 after 10 epochs.
 Offline data: ../shared/data/mnist.npz; on a connected machine data.source='tfds:mnist'.
