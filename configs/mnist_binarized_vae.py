@@ -7,6 +7,8 @@ EVAL:    python -m jvae.evaluate --workdir runs/mnist_binarized_vae --checkpoint
            --iwae_samples 5000 --iwae_chunk 40 --iwae_max_batches 1
 References (test NLL, nats): one-stochastic-layer VAE 86.76 and IWAE(k=50) 84.78 (Burda et al.
 2015, Table 1); the Flax example MLP VAE's test loss is about 104 after 10 epochs.
+RESULT: RESULTS.md (likelihood): 5 epochs, negative ELBO 100.29 on the test set, IWAE(K=5000)
+91.12 on its first 128 images.
 Offline data: ../shared/data/mnist.npz; on a connected machine data.source='tfds:mnist'.
 """
 
