@@ -14,32 +14,13 @@ Data: the offline LFW subset (5000 train / 1000 test, 64x64 grayscale, identitie
 the splits), relative to the repo root.
 """
 
-from jvae.config import base_config
+import pathlib
+import runpy
 
 
 def get_config():
-  config = base_config()
-  config.data.source = 'npz:../shared/data/lfw_gray64_subset.npz'
-  config.data.image_size = 64
+  cifar = runpy.run_path(str(pathlib.Path(__file__).with_name('restoration_cifar64_stage1.py')))
+  config = cifar['get_config']()  # the same model and schedule, on faces
+  config.data.source = 'npz:../shared/data/lfw_gray64_subset.npz'  # relative to the repo root
   config.data.channels = 1
-  config.model.kind = 'vae'
-  config.model.latent_dim = 128
-  config.model.encoder_features = (32, 64, 128, 256)
-  config.model.decoder_features = (256, 128, 64, 32)
-  config.model.kernel_size = 4
-  config.model.strides = 2
-  config.model.padding = 1
-  config.model.hidden_dims = (512,)
-  config.model.decoder_hidden_dims = (512,)
-  config.model.skip_stages = 3
-  config.model.output_activation = 'sigmoid'
-  config.loss.reconstruction = 'bernoulli'
-  config.loss.beta = 1.0
-  # Short CPU runs (see RESULTS.md); the source trains for many epochs.
-  config.train.batch_size = 32
-  config.train.learning_rate = 1e-3
-  config.train.stage = 'stage1'
-  config.train.num_train_steps = 400
-  config.train.eval_every_steps = 1000  # only the final eval
-  config.train.checkpoint_every_steps = 200
   return config
