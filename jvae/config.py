@@ -136,6 +136,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.stage = ''  # a label recorded in the logs and run_info.json, e.g. 'stage2'
   c.train.eval_max_batches = 0  # 0 = the whole eval split
   c.train.num_figure_images = 16
+  # Posterior collapse. A latent dimension is active when the variance over inputs of its
+  # posterior mean exceeds `active_unit_threshold` (Burda et al. 2016); eval counts them over the
+  # split, and every training step estimates the count on its own batch. When the active fraction
+  # of the latent falls below `collapse_warning_fraction` (0: never), the training log warns at
+  # the step it happens, and again if it recovers and falls once more.
+  c.train.active_unit_threshold = 0.01
+  c.train.collapse_warning_fraction = 0.1
   c.train.progress_bar = True  # a tqdm bar, shown only on a terminal or in a notebook
   # full: XLA's optimizing compile for the train and eval steps. minimal: about 3x faster to
   # compile and slower to run, for tests and smoke runs of a few steps.
@@ -229,6 +236,8 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     'distributed.num_processes': (0, None),
     'distributed.process_id': (-1, None),
     'train.num_figure_images': (1, 1024),
+    'train.active_unit_threshold': (0.0, None),
+    'train.collapse_warning_fraction': (0.0, 1.0),
 }
 
 SOURCE_KINDS = ('tfds', 'npz', 'folder', 'pairs', 'builtin')

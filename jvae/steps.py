@@ -116,6 +116,12 @@ def make_train_step(model: nn.Module, config: ml_collections.ConfigDict,
           _variables(params, batch_stats), inputs, labels, train=True,
           rngs={'latent': latent_key, 'dropout': dropout_key}, mutable=['batch_stats'])
       loss, metrics = losses.objective(outputs, target, beta, config.loss)
+      if 'mu' in outputs:
+        # On this batch only (per device or micro-batch when those split it): an estimate of
+        # eval's count over the split, cheap enough for every step, so collapse shows as it
+        # happens.
+        metrics['active_units'] = active_units(
+            outputs['mu'], config.train.active_unit_threshold).astype(jnp.float32)
       return loss, (metrics, updates.get('batch_stats', batch_stats))
 
     (_, (metrics, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -253,11 +259,18 @@ def image_quality(images: jax.Array, target: jax.Array, value_range: str
           'hist_corr': image_metrics.histogram_correlation(a, b, bins=256)}
 
 
-ACTIVE_UNIT_THRESHOLD = 1e-2  # Burda et al. (2016): Cov_x(E_q[z_d | x]) above this is active.
+def active_units(mu: jax.Array, threshold: float) -> jax.Array:
+  """How many latent dimensions are active in posterior means mu [B, D] (Burda et al. 2016):
+  those whose variance over the B inputs exceeds `threshold`."""
+  return jnp.sum(jnp.var(mu.astype(jnp.float32), axis=0) > threshold)
 
 
-def finalize_eval(totals: dict) -> dict:
-  """Means from summed eval quantities, plus KL per dimension and active units for VAEs."""
+def finalize_eval(totals: dict, active_unit_threshold: float) -> dict:
+  """Means from summed eval quantities, plus KL per dimension and active units for VAEs.
+
+  `active_unit_threshold` is `train.active_unit_threshold` (Burda et al. 2016 use 0.01): a
+  dimension whose posterior mean varies over the split by more than this is active.
+  """
   count = max(float(totals['count']), 1.0)
   per_image = [name for name in totals
                if name not in ('count', 'kl_per_dim', 'mu_sum', 'mu_sq_sum')]
@@ -267,7 +280,7 @@ def finalize_eval(totals: dict) -> dict:
     kl_per_dim = [float(v) / count for v in totals['kl_per_dim']]
     mean = totals['mu_sum'] / count
     variance = totals['mu_sq_sum'] / count - mean**2
-    metrics['active_units'] = int(jnp.sum(variance > ACTIVE_UNIT_THRESHOLD))
+    metrics['active_units'] = int(jnp.sum(variance > active_unit_threshold))
     metrics['kl_per_dim'] = kl_per_dim
   metrics['count'] = int(totals['count'])
   return metrics

@@ -183,7 +183,7 @@ def evaluate(experiment: Experiment, state: TrainState, key: jax.Array,
     sums = experiment.eval_step(state, parallel.global_batch(batch, experiment.mesh),
                                 jax.random.fold_in(key, index))
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  metrics = steps.finalize_eval(jax.device_get(totals))
+  metrics = steps.finalize_eval(jax.device_get(totals), config.train.active_unit_threshold)
   if 'elbo' in metrics and config.loss.reconstruction in likelihood.DENSITY_LIKELIHOODS:
     metrics['nelbo_bits_per_dim'] = likelihood.bits_per_dim(
         -metrics['elbo'], int(np.prod(experiment.image_shape)), config.loss.reconstruction,
@@ -366,7 +366,7 @@ def _train(experiment: Experiment, workdir: str, stop: _StopSignals) -> dict[str
     checkpoints.save(step, state, key, train_iter.get_state(), config)
 
   progress = _progress_bar(config, start_step, num_steps, is_main)
-  pending, previous = [], None
+  pending, previous, collapsed = [], None, False
   last_log_time, last_log_step = time.perf_counter(), start_step
   try:
     for step in range(start_step, num_steps):
@@ -388,6 +388,7 @@ def _train(experiment: Experiment, workdir: str, stop: _StopSignals) -> dict[str
         summary['images_per_second'] = summary['steps_per_second'] * config.train.batch_size
         summary['learning_rate'] = float(learning_rate(done - 1))
         writer.write(done, 'train', summary)
+        collapsed = _warn_on_collapse(config, done, summary, 'training batch', collapsed)
         progress.set_postfix(loss=f'{summary["loss"]:.4g}',
                              img_s=f'{summary["images_per_second"]:.0f}')
         pending, last_log_time, last_log_step = [], now, done
@@ -395,6 +396,7 @@ def _train(experiment: Experiment, workdir: str, stop: _StopSignals) -> dict[str
       if done % config.train.eval_every_steps == 0 and done != num_steps:
         eval_metrics = evaluate(experiment, state, eval_key, config.train.eval_max_batches)
         writer.write(done, 'eval', eval_metrics)
+        _warn_on_collapse(config, done, eval_metrics, 'eval split', False)
         checkpoints.save_best(done, state, key, train_iter.get_state(), config, eval_metrics)
         write_figures(experiment, state, eval_key, workdir)
         if _agree_across_processes(_should_stop_early(config, workdir)):
@@ -417,6 +419,7 @@ def _train(experiment: Experiment, workdir: str, stop: _StopSignals) -> dict[str
     checkpoint(final_step)
     eval_metrics = evaluate(experiment, state, eval_key)
     writer.write(final_step, 'eval', eval_metrics)
+    _warn_on_collapse(config, final_step, eval_metrics, 'eval split', False)
     checkpoints.save_best(final_step, state, key, train_iter.get_state(), config, eval_metrics)
     figures = write_figures(experiment, state, eval_key, workdir)
     if is_main:
@@ -426,6 +429,30 @@ def _train(experiment: Experiment, workdir: str, stop: _StopSignals) -> dict[str
     progress.close()
     writer.close()
     checkpoints.close()
+
+
+def _warn_on_collapse(config: ml_collections.ConfigDict, step: int, metrics: dict, where: str,
+                      was_collapsed: bool) -> bool:
+  """Logs a warning when the active latent units fall below `train.collapse_warning_fraction`.
+
+  Warns on the transition into collapse (and logs the recovery), so a run that stays collapsed
+  says so once, not at every log step. Returns whether the latent is collapsed now.
+  """
+  fraction = config.train.collapse_warning_fraction
+  if 'active_units' not in metrics or fraction <= 0:
+    return was_collapsed
+  active, latent = float(metrics['active_units']), config.model.latent_dim
+  collapsed = active < fraction * latent
+  if collapsed and not was_collapsed:
+    logging.warning(
+        'posterior collapse at step %d: %.3g of %d latent dimensions active on the %s, below '
+        'train.collapse_warning_fraction=%g (active: posterior-mean variance over inputs above '
+        'train.active_unit_threshold=%g); lower loss.beta, add loss.free_bits or a beta warm-up',
+        step, active, latent, where, fraction, config.train.active_unit_threshold)
+  elif was_collapsed and not collapsed:
+    logging.info('step %d: %.3g of %d latent dimensions active on the %s again', step, active,
+                 latent, where)
+  return collapsed
 
 
 def _agree_across_processes(decision: bool) -> bool:

@@ -1,6 +1,7 @@
 """S2, the ResNet conv VAE on speckle: its layout, and the beta sweep with collapse detection."""
 
 import csv
+import logging
 import runpy
 
 import flax
@@ -9,7 +10,7 @@ import jax.numpy as jnp
 import pytest
 from conftest import REPO
 
-from jvae import sweep
+from jvae import metric_writer, steps, sweep, trainer
 from jvae.config import ConfigError, validate_config
 from jvae.models import build_model
 
@@ -78,3 +79,29 @@ def test_a_sweep_trains_each_point_and_tabulates_rate_distortion(tmp_path, confi
   budget = config.train.num_train_steps + 1
   bigger = sweep.apply_overrides(config, {'loss.beta': 0.01, 'train.num_train_steps': budget})
   assert sweep.finished_metrics(bigger, str(tmp_path / 'loss.beta=0.01')) is None
+
+
+def test_active_units_count_the_dimensions_whose_posterior_mean_varies():
+  mu = jnp.stack([jnp.linspace(-1, 1, 8), jnp.full(8, 3.0), 0.01 * jnp.linspace(-1, 1, 8)], -1)
+  # Variances 0.41, 0 and 4e-5: only the first is above Burda et al.'s 0.01.
+  assert int(steps.active_units(mu, 0.01)) == 1
+  assert int(steps.active_units(mu, 1e-6)) == 2
+
+
+def test_collapse_is_warned_in_the_training_log_at_the_step_it_happens(tmp_path, config, caplog):
+  config.loss.reconstruction = 'mse'
+  config.loss.beta = 1000.0  # the KL wins at once: the posterior means stop depending on x
+  config.train.learning_rate = 1e-2
+  config.train.collapse_warning_fraction = 0.5
+  with caplog.at_level(logging.INFO):
+    trainer.train_and_evaluate(config, str(tmp_path))
+  active = {r['step']: r['active_units'] for r in metric_writer.read_metrics(str(tmp_path))
+            if r['split'] == 'train'}
+  below = [step for step in sorted(active) if active[step] < 0.5 * config.model.latent_dim]
+  assert below, active  # the run did collapse, so there is something to report
+  # One warning per fall into collapse, at the logged step where it fell.
+  falls = [step for step in below if step - 1 not in below]
+  warned = [int(m.split('at step ')[1].split(':')[0]) for m in caplog.messages
+            if m.startswith('posterior collapse') and 'training batch' in m]
+  assert warned == falls, (warned, active)
+  assert any(m.startswith('posterior collapse') and 'eval split' in m for m in caplog.messages)
