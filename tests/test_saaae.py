@@ -1,5 +1,6 @@
 """S1, SAAAE: the anchors' noise masks, their normalisation, the KL weighting, sizes and wiring."""
 
+import json
 import runpy
 
 import flax
@@ -278,3 +279,23 @@ def test_the_constant_noise_ablation_scales_every_draw_and_reports_its_mean(conf
                              atol=1e-6)
   metrics = trainer.evaluate(experiment, state, jax.random.key(2), max_batches=1)
   assert metrics['noise_mask_mean'] == pytest.approx(0.25)
+
+
+def test_the_report_averages_over_seeds_the_runs_that_differ_only_in_seed(tmp_path):
+  def fake_run(name, seed, anchor, sse):
+    config = base_config()
+    config.seed, config.model.anchor = seed, anchor
+    workdir = tmp_path / name
+    (workdir / 'eval' / 'test').mkdir(parents=True)
+    (workdir / 'config.json').write_text(config.to_json_best_effort())
+    (workdir / 'eval' / 'test' / 'metrics.json').write_text(
+        json.dumps({'step': 300, 'split': 'test', 'metrics': {'sse': sse, 'psnr': 20.0}}))
+    return str(workdir)
+
+  workdirs = [fake_run('vae_s0', 0, 'none', 10.0), fake_run('saaae_s0', 0, 'constant_noise', 5.0),
+              fake_run('vae_s1', 1, 'none', 12.0), fake_run('vae_s2', 2, 'none', 14.0)]
+  rows = saaae_report.seed_summary_table(workdirs).splitlines()[2:]
+  assert len(rows) == 2
+  vae, anchored = (row.split(' | ') for row in rows)
+  assert vae[3] == '0,1,2' and vae[4] == '12 ± 2' and vae[5] == '-' and vae[6] == '20 ± 0'
+  assert anchored[3] == '0' and anchored[4] == '5'

@@ -6,7 +6,8 @@ For each run, writes `<workdir>/figures/saaae_anchor.png`: held-out images, thei
 (the same masks for every run, drawn from `--seed`), the posterior-mean reconstructions and, for
 anchored runs, the anchor map and a_norm. Then prints a Markdown table of each run's held-out
 metrics from `<workdir>/eval/<split>/metrics.json` (written by training and by
-`python -m jvae.evaluate`).
+`python -m jvae.evaluate`), and a second one with the mean ± std over seeds of the runs whose
+configs differ only in `seed` (`--nofigures` skips the figures).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from absl import app, flags
 
@@ -93,6 +95,53 @@ def metrics_table(workdirs: list[str]) -> str:
   return '\n'.join(lines)
 
 
+def _held_out(workdir: str) -> tuple[ml_collections.ConfigDict, dict | None]:
+  config = runs.load_config(workdir)
+  path = os.path.join(workdir, 'eval', config.data.eval_split, 'metrics.json')
+  if not os.path.exists(path):
+    return config, None
+  with open(path) as f:
+    return config, json.load(f)
+
+
+def seed_summary_table(workdirs: list[str]) -> str:
+  """Mean and spread over seeds: runs whose configs differ only in `seed` form one row.
+
+  Each row gives the mean and the sample standard deviation (n - 1) over its runs of every
+  metric in TABLE_METRICS, as `mean ± std`, with the seeds it covers; a group of one run shows
+  its value alone. Rows follow the order in which each group's first run appears.
+  """
+  groups: dict[str, dict] = {}
+  for workdir in workdirs:
+    config, record = _held_out(workdir)
+    if record is None:
+      continue
+    values = config.to_dict()
+    seed = values.pop('seed')
+    values['data'].pop('tfds_data_dir', None)
+    key = json.dumps(values, sort_keys=True, default=str)
+    group = groups.setdefault(key, {'name': workdir, 'anchor': config.model.anchor,
+                                    'steps': set(), 'seeds': [], 'metrics': []})
+    group['steps'].add(record['step'])
+    group['seeds'].append(seed)
+    group['metrics'].append(record['metrics'])
+  header = ['first run', 'anchor', 'steps', 'seeds'] + list(TABLE_METRICS)
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  for group in groups.values():
+    cells = [group['name'], group['anchor'], ','.join(map(str, sorted(group['steps']))),
+             ','.join(map(str, group['seeds']))]
+    for name in TABLE_METRICS:
+      values = [m[name] for m in group['metrics'] if name in m]
+      if not values:
+        cells.append('-')
+      elif len(values) == 1:
+        cells.append(_format(values[0]))
+      else:
+        cells.append(f'{np.mean(values):.4g} ± {np.std(values, ddof=1):.2g}')
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
 def _format(value: Any) -> str:
   if value is None:
     return '-'
@@ -109,6 +158,7 @@ def _define_flags():
   flags.DEFINE_string('checkpoint', 'best', "'best', 'latest' or a step number.")
   flags.DEFINE_integer('num_images', 8, 'Held-out images in the figure.')
   flags.DEFINE_integer('seed', 0, 'Seed of the masks drawn for the figure.')
+  flags.DEFINE_boolean('figures', True, 'Draw each run\'s figure; --nofigures only tabulates.')
   flags.mark_flags_as_required(['workdir'])
 
 
@@ -116,10 +166,12 @@ def main(argv):
   del argv
   checkpoint = cli.checkpoint_arg(FLAGS.checkpoint)
   with cli.exit_on_user_error():
-    for workdir in FLAGS.workdir:
+    for workdir in FLAGS.workdir if FLAGS.figures else ():
       run = runs.load_run(workdir, checkpoint)
       print(anchor_figure(run, FLAGS.num_images, FLAGS.seed))
   print(metrics_table(FLAGS.workdir))
+  print()
+  print(seed_summary_table(FLAGS.workdir))
 
 
 if __name__ == '__main__':
