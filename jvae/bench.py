@@ -16,10 +16,12 @@ What is measured, per config, in this order:
 - compile s: wall time of `train_step.lower(state, batch, key).compile()` of the jitted, donating
   train step (`jvae.trainer.create_experiment`), tracing included, persistent compilation cache
   off; the steps below run that compiled executable.
-- pipeline overhead %: blocks of `min(10, steps)` steps fed from grain's `train_iterator`
-  (`next()` + `parallel.global_batch` + step, as the trainer does) alternate with equal blocks fed
-  one device-resident batch; every step is timed to completion; the overhead is the median
-  pipeline-fed step over the median resident step, minus 1.
+- pipeline overhead %: blocks of `min(5, steps)` steps fed from grain's `train_iterator`
+  (`next()` + `parallel.global_batch` + step) alternate with equal blocks fed one device-resident
+  batch. Steps within a block are dispatched as the trainer's loop does, without waiting for the
+  previous one, so the next batch is read while a step computes; each block is timed to the end
+  of its last step. The overhead is the median pipeline-fed block over the median resident
+  block, minus 1.
 - JAX ms/step, img/s: median over `--steps` device-resident steps (after `--warmup`), timed to
   completion. With torch, these steps alternate with the torch twin's eager and `torch.compile`
   steps (one of each in turn), so all three see the same machine load.
@@ -193,6 +195,28 @@ class JaxSetup:
   def resident_step(self) -> float:
     return self.step(self.resident_batch)
 
+  def block(self, steps: int, pipeline: bool) -> float:
+    """ms per step over `steps` steps dispatched as the trainer does, timed to the last one's end.
+
+    The trainer never waits for a step before reading the next batch: grain's `next()` and the
+    host -> device copy of step t + 1 run while step t computes (the one-step-late finiteness
+    check only waits for step t - 1). Timing whole blocks measures what that overlap leaves.
+    """
+    import jax
+
+    from jvae import parallel
+    start = time.perf_counter()
+    metrics = None
+    for _ in range(steps):
+      batch = (parallel.global_batch(next(self.train_iter), self.experiment.mesh) if pipeline
+               else self.resident_batch)
+      self.state, step_metrics = self.step_fn(self.state, batch, self.key)
+      if metrics is not None:
+        bool(metrics['finite'])
+      metrics = step_metrics
+    jax.block_until_ready((self.state, metrics))
+    return (time.perf_counter() - start) * 1e3 / steps
+
   def pipeline_step(self) -> float:
     """next() from the grain iterator, host -> device, the step: the trainer's loop body."""
     import jax
@@ -263,13 +287,19 @@ def _median(values: list[float]) -> float:
 
 
 def _pipeline_overhead(jax_setup: JaxSetup, steps: int) -> tuple[float, float]:
-  """(median pipeline-fed ms, median resident ms) over alternating blocks of steps."""
-  block = max(1, min(10, steps))
+  """(median pipeline-fed ms/step, median resident ms/step) over alternating blocks of steps.
+
+  Each block runs like the trainer's loop (`JaxSetup.block`): a pipeline-fed block, then a
+  resident-batch block of the same length, repeated until `steps` steps of each have run.
+  """
+  block = max(1, min(5, steps))
   piped, resident = [], []
-  while len(piped) < steps:
-    n = min(block, steps - len(piped))
-    piped += [jax_setup.pipeline_step() for _ in range(n)]
-    resident += [jax_setup.resident_step() for _ in range(n)]
+  done = 0
+  while done < steps:
+    n = min(block, steps - done)
+    piped.append(jax_setup.block(n, pipeline=True))
+    resident.append(jax_setup.block(n, pipeline=False))
+    done += n
   return _median(piped), _median(resident)
 
 
@@ -680,9 +710,10 @@ def format_table(rows: list[dict[str, Any]]) -> str:
   lines.append('Medians of per-step wall times (each step run to completion) after warm-up; JAX '
                'and torch steps alternate. JAX ÷ eager/compile: JAX ms/step over torch ms/step '
                '(> 1: JAX is slower). compile s: lower + compile of the JAX train step. Pipeline '
-               'overhead: grain-fed steps over device-resident-batch steps, minus 1. JAX peak '
-               'RSS: ru_maxrss before torch is imported; torch RSS: VmRSS after the torch steps '
-               'minus VmRSS before torch was imported.')
+               'overhead: grain-fed blocks of steps (dispatched as the trainer does) over '
+               'device-resident-batch blocks, minus 1. JAX peak RSS: ru_maxrss before torch is '
+               'imported; torch RSS: VmRSS after the torch steps minus VmRSS before torch was '
+               'imported.')
   if notes:
     lines.append('')
     lines.extend(f'- {note}' for note in notes)
