@@ -176,7 +176,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     'model.anchor_normalization': ('per_example', 'batch'),
     'model.anchor_kl_weighting': ('full', 'noise_mask'),
     'model.conv_impl': ('native', 'fast'),
-    'model.conv_transpose_impl': ('native', 'fast'),
+    'model.conv_transpose_impl': ('native', 'fast', 'fused', 'phases', 'shared'),
     'model.dtype': ('float32', 'bfloat16'),
     'loss.reconstruction': ('bernoulli', 'mse', 'l1', 'gaussian'),
     'loss.beta_schedule': ('constant', 'linear', 'cyclical'),

@@ -104,11 +104,14 @@ def _transpose_params():
                        f'{case[4][1]}') for case in cases]
 
 
+_REWRITES = tuple(impl for impl in layers.CONV_TRANSPOSE_IMPLS if impl != 'native')
+
+
 @pytest.mark.parametrize('k,s,padding,output_padding,hw', _transpose_params())
-def test_conv_transpose_fast_equals_native_and_flax(k, s, padding, output_padding, hw):
+def test_conv_transpose_impls_equal_native_and_flax(k, s, padding, output_padding, hw):
   x = _normal(10, (2, *hw, CIN))
-  fast = layers.ConvTranspose(COUT, k, s, padding, output_padding, impl='fast')
-  native = fast.clone(impl='native')
+  native = layers.ConvTranspose(COUT, k, s, padding, output_padding, impl='native')
+  rewrites = [native.clone(impl=impl) for impl in _REWRITES]
   params = _random_params(k)
   expected_shape = (2, *(_expected_transpose_size(n, k, s, padding, output_padding) for n in hw),
                     COUT)
@@ -116,19 +119,54 @@ def test_conv_transpose_fast_equals_native_and_flax(k, s, padding, output_paddin
 
   flax_params = dict(params, kernel=jnp.asarray(np.asarray(params['kernel'])[::-1, ::-1]))
   reference = _flax_conv_transpose(k, s, padding, output_padding)
-  (y_fast, dx_fast, dp_fast), (y_native, dx_native, dp_native), (y_flax, dx_flax, dp_flax) = (
-      _values_and_grads([fast.apply, native.apply, reference.apply],
-                        [params, params, flax_params], x, cotangent))
+  (y_native, dx_native, dp_native), (y_flax, dx_flax, dp_flax), *results = _values_and_grads(
+      [native.apply, reference.apply] + [m.apply for m in rewrites],
+      [params, flax_params] + [params] * len(rewrites), x, cotangent)
 
-  assert y_fast.shape == y_native.shape == y_flax.shape == expected_shape
+  assert y_native.shape == y_flax.shape == expected_shape
   _assert_close(y_native, y_flax)
-  _assert_close(y_fast, y_native)
   _assert_close(dx_native, dx_flax)
-  _assert_close(dx_fast, dx_native)
   _assert_close(dp_native['kernel'], np.asarray(dp_flax['kernel'])[::-1, ::-1])
-  _assert_close(dp_fast['kernel'], dp_native['kernel'])
   _assert_close(dp_native['bias'], dp_flax['bias'])
-  _assert_close(dp_fast['bias'], dp_native['bias'])
+  for impl, (y, dx, dp) in zip(_REWRITES, results, strict=True):
+    assert y.shape == expected_shape, impl
+    _assert_close(y, y_native)
+    _assert_close(dx, dx_native)
+    _assert_close(dp['kernel'], dp_native['kernel'])
+    _assert_close(dp['bias'], dp_native['bias'])
+
+
+# (kernel_size, strides, padding, output_padding, input size, Cout, form): the decoder layers of
+# our configs (benchmarks/conv_transpose_forms.py measured these), and s = 1.
+FAST_FORM_CASES = [
+    (4, 2, 1, 0, 4, 256, 'phases'),  # SAAAE and restoration, first stage: the matmul dominates
+    (4, 2, 1, 0, 4, 128, 'phases'),
+    (4, 2, 1, 0, 8, 128, 'shared'),
+    (4, 2, 1, 0, 32, 3, 'shared'),  # to the image: building patches dominates
+    (3, 2, 1, 1, 4, 128, 'phases'),  # ResNet VAE
+    (3, 2, 1, 1, 8, 64, 'shared'),
+    (3, 2, 'SAME', 0, 7, 64, 'shared'),  # MNIST CVAE
+    (3, 2, 'SAME', 0, 14, 32, 'shared'),
+    (3, 1, 'SAME', 0, 8, 64, 'shared'),  # one phase: the same conv either way
+]
+
+
+@pytest.mark.parametrize('k,s,padding,output_padding,size,cout,form', FAST_FORM_CASES)
+def test_fast_picks_the_measured_form(k, s, padding, output_padding, size, cout, form):
+  crop, out = layers.conv_transpose_geometry(size, k, s, padding, output_padding)
+  assert layers.fast_conv_transpose_form(k, s, (crop, crop), (out, out), cout) == form
+
+
+def test_shared_layout_is_never_costlier_than_fused():
+  # 'fast' leaves 'fused' out because the shared plan can always choose its layout.
+  for k, s, padding, output_padding in CONV_TRANSPOSE_CASES + CORNER_CASES:
+    for size in (1, 4, 7):
+      crop, out = layers.conv_transpose_geometry(size, k, s, padding, output_padding)
+      if out < 1:
+        continue
+      fused_taps = layers._phase_kernel_indices(k, s, crop)[0].shape[1]
+      _, window, _, _, grid = layers._shared_plan(k, s, crop, out)
+      assert grid * window <= -(-out // s) * fused_taps
 
 
 @pytest.mark.parametrize('padding', ['SAME', 1, 0])
@@ -156,28 +194,30 @@ def test_conv_fast_equals_native_and_flax(k, strides, padding):
     _assert_close(dp_fast[name], dp_native[name])
 
 
+@pytest.mark.parametrize('window', [3, (1, 2)])
 @pytest.mark.parametrize('pads', [((1, 1), (1, 1)), ((0, 2), (2, 0)), ((-1, 2), (1, -2))])
 @pytest.mark.parametrize('strides', [1, 2])
-def test_extract_patches_custom_vjp_is_exact_transpose(pads, strides):
+def test_extract_patches_custom_vjp_is_exact_transpose(pads, strides, window):
   x = _normal(40, (2, 7, 8, 2))
 
   def run(x, g):
     # The reference is autodiff's own transpose of the same slices and concat.
-    patches, vjp = jax.vjp(lambda x: layers.extract_patches(x, 3, strides, pads), x)
+    patches, vjp = jax.vjp(lambda x: layers.extract_patches(x, window, strides, pads), x)
     reference, reference_vjp = jax.vjp(
-        lambda x: layers._extract_patches_impl(x, 3, strides, pads), x)
+        lambda x: layers._extract_patches_impl(x, window, strides, pads), x)
     return patches, reference, vjp(g)[0], reference_vjp(g)[0]
 
-  out_shape = jax.eval_shape(lambda: layers.extract_patches(x, 3, strides, pads)).shape
+  out_shape = jax.eval_shape(lambda: layers.extract_patches(x, window, strides, pads)).shape
   g = _normal(41, out_shape)
   patches, reference, dx, dx_reference = _run_jitted(run, x, g)
   _assert_close(patches, reference)
   _assert_close(dx, dx_reference)
 
 
-@pytest.mark.parametrize('impl', layers.IMPLS)
+@pytest.mark.parametrize('impl', layers.CONV_TRANSPOSE_IMPLS)
 def test_shapes_and_parameters(impl):
   x = jnp.zeros((2, 8, 6, CIN))
+  conv_impl = impl if impl in layers.IMPLS else 'fast'
   cases = [
       # (module, expected output shape)
       (layers.ConvTranspose(COUT, 4, 2, 1, impl=impl), (2, 16, 12, COUT)),
@@ -186,11 +226,11 @@ def test_shapes_and_parameters(impl):
       (layers.ConvTranspose(COUT, 3, 2, 'SAME', impl=impl), (2, 16, 12, COUT)),
       (layers.ConvTranspose(COUT, 3, 1, 'SAME', impl=impl), (2, 8, 6, COUT)),
       (layers.ConvTranspose(COUT, 3, 2, 'VALID', impl=impl), (2, 17, 13, COUT)),
-      (layers.Conv(COUT, 3, 1, 'SAME', impl=impl), (2, 8, 6, COUT)),
-      (layers.Conv(COUT, 3, 2, 'SAME', impl=impl), (2, 4, 3, COUT)),
-      (layers.Conv(COUT, 3, 2, 1, impl=impl), (2, 4, 3, COUT)),
-      (layers.Conv(COUT, 4, 2, 1, impl=impl), (2, 4, 3, COUT)),
-      (layers.Conv(COUT, 3, 2, 0, impl=impl), (2, 3, 2, COUT)),
+      (layers.Conv(COUT, 3, 1, 'SAME', impl=conv_impl), (2, 8, 6, COUT)),
+      (layers.Conv(COUT, 3, 2, 'SAME', impl=conv_impl), (2, 4, 3, COUT)),
+      (layers.Conv(COUT, 3, 2, 1, impl=conv_impl), (2, 4, 3, COUT)),
+      (layers.Conv(COUT, 4, 2, 1, impl=conv_impl), (2, 4, 3, COUT)),
+      (layers.Conv(COUT, 3, 2, 0, impl=conv_impl), (2, 3, 2, COUT)),
   ]
   for module, expected in cases:
     variables = jax.eval_shape(module.init, _KEY, x)
@@ -201,12 +241,13 @@ def test_shapes_and_parameters(impl):
     assert jax.eval_shape(module.apply, variables, x).shape == expected, module
 
 
-def test_both_impls_have_identical_parameter_trees():
+def test_all_impls_have_identical_parameter_trees():
   x = jnp.ones((2, 5, 5, CIN))
-  for module in (layers.Conv(COUT, 3, 2), layers.ConvTranspose(COUT, 4, 2, 1)):
-    fast = jax.eval_shape(module.clone(impl='fast').init, _KEY, x)
+  for module, impls in ((layers.Conv(COUT, 3, 2), layers.IMPLS),
+                        (layers.ConvTranspose(COUT, 4, 2, 1), layers.CONV_TRANSPOSE_IMPLS)):
     native = jax.eval_shape(module.clone(impl='native').init, _KEY, x)
-    assert fast == native
+    for impl in impls:
+      assert jax.eval_shape(module.clone(impl=impl).init, _KEY, x) == native, impl
 
 
 def test_leading_batch_axes_and_unbatched_inputs():
@@ -219,7 +260,7 @@ def test_leading_batch_axes_and_unbatched_inputs():
     _assert_close(np.asarray(y)[1, 0], y_single)
 
 
-@pytest.mark.parametrize('impl', layers.IMPLS)
+@pytest.mark.parametrize('impl', layers.CONV_TRANSPOSE_IMPLS)
 def test_bfloat16_compute(impl):
   x = _normal(60, (2, 6, 6, CIN))
   module = layers.ConvTranspose(COUT, 4, 2, 1, impl=impl, dtype=jnp.bfloat16)
@@ -242,6 +283,7 @@ def test_bfloat16_compute(impl):
     (layers.ConvTranspose(COUT, 3, 1, 5), 'empty output'),
     (layers.Conv(COUT, 0), 'kernel_size'),
     (layers.Conv(COUT, 3, impl='im2col'), 'impl'),
+    (layers.Conv(COUT, 3, impl='phases'), 'impl'),  # a ConvTranspose form only
     (layers.Conv(COUT, 9, padding='VALID'), 'larger than the padded input'),
 ])
 def test_unsupported_settings_raise(module, match):

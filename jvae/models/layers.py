@@ -17,10 +17,22 @@ never the function or a checkpoint.
 
   y[s*i + t - p] += x[i] * kernel[t]   (per spatial axis),
 
-and its 'fast' form computes the s*s output phases (o mod s) as one stride-1 convolution of the
-undilated input with s*s*C_out output channels, followed by depth-to-space. This avoids both the
-input dilation, which wastes (s*s - 1)/(s*s) of the work on zeros, and the weight gradient of an
-input-dilated convolution, the slowest op on XLA:CPU.
+and its rewrites compute the s*s output phases (o mod s) from the undilated input, each phase a
+stride-1 convolution run as patches and a matmul, then interleave them (depth-to-space). This
+avoids both the input dilation, which wastes (s*s - 1)/(s*s) of the work on zeros, and the weight
+gradient of an input-dilated convolution, the slowest op on XLA:CPU. The forms differ in how the
+phases share work:
+
+- 'fused': one patch buffer over the union of all phases' taps and one matmul with s*s*C_out
+  columns. Phases with fewer taps multiply zeros: 9/4 of the needed work at k=4, s=2, p=1 and
+  16/9 at k=3, s=2.
+- 'phases': each phase extracts only its own taps and runs its own matmul: no zero taps, but
+  s*s patch buffers that together hold k*k*C_in values per output grid point.
+- 'shared': one buffer and one matmul like 'fused', on a grid shifted so that every phase's taps
+  fit the smallest window (ceil(k/s) taps per axis at k=4, s=2, for one extra grid row and
+  column). 'fused' is one of the layouts it chooses from.
+- 'fast': 'phases' or 'shared' per geometry, by a cost model fitted to CPU timings
+  (`fast_conv_transpose_form`).
 """
 
 from __future__ import annotations
@@ -40,12 +52,13 @@ Dtype = Any
 Initializer = Callable[..., Array]
 
 IMPLS = ('native', 'fast')
+CONV_TRANSPOSE_IMPLS = ('native', 'fast', 'fused', 'phases', 'shared')
 _DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
 
 
 def _check_layer_args(
-    name: str, features: int, kernel_size: int, strides: int, padding: int | str, impl: str
-) -> None:
+    name: str, features: int, kernel_size: int, strides: int, padding: int | str, impl: str,
+    impls: tuple[str, ...] = IMPLS) -> None:
   """Raises ValueError for settings neither impl supports."""
   for field, value in (('features', features), ('kernel_size', kernel_size),
                        ('strides', strides)):
@@ -57,8 +70,8 @@ def _check_layer_args(
       raise ValueError(f"{name}.padding must be 'SAME', 'VALID' or an int >= 0, got {padding!r}")
   elif isinstance(padding, bool) or not isinstance(padding, (int, np.integer)) or padding < 0:
     raise ValueError(f"{name}.padding must be 'SAME', 'VALID' or an int >= 0, got {padding!r}")
-  if impl not in IMPLS:
-    raise ValueError(f'{name}.impl must be one of {IMPLS}, got {impl!r}')
+  if impl not in impls:
+    raise ValueError(f'{name}.impl must be one of {impls}, got {impl!r}')
 
 
 def _as_nhwc(x: Array, name: str) -> tuple[Array, tuple[int, ...]]:
@@ -121,33 +134,36 @@ def conv_transpose_geometry(size: int, kernel_size: int, strides: int, padding: 
   return p, (size - 1) * s - 2 * p + k + output_padding
 
 
-# Patch extraction and its transpose. Shared by Conv (window k, stride s) and by the phase
-# convolution inside ConvTranspose (window T, stride 1).
+# Patch extraction and its transpose. Shared by Conv (window k x k, stride s) and by the phase
+# convolutions inside ConvTranspose (windows of each phase's taps, stride 1).
+
+Window = tuple[int, int]
 
 
 def _patch_geometry(in_size: int, window: int, strides: int, pads: tuple[int, int]) -> int:
   return (in_size + pads[0] + pads[1] - window) // strides + 1
 
 
-def _extract_patches_impl(x: Array, window: int, strides: int,
+def _extract_patches_impl(x: Array, window: int | Window, strides: int,
                           pads: tuple[tuple[int, int], tuple[int, int]]) -> Array:
   (lo_h, hi_h), (lo_w, hi_w) = pads
+  win_h, win_w = (window, window) if isinstance(window, (int, np.integer)) else window
   b, h, w, c = x.shape
   # lax.pad accepts negative amounts, which crop; the transposed conv needs that.
   xp = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (lo_h, hi_h, 0), (lo_w, hi_w, 0), (0, 0, 0)))
-  ho = _patch_geometry(h, window, strides, pads[0])
-  wo = _patch_geometry(w, window, strides, pads[1])
+  ho = _patch_geometry(h, win_h, strides, pads[0])
+  wo = _patch_geometry(w, win_w, strides, pads[1])
   slices = [
       lax.slice(xp, (0, i, j, 0),
                 (b, i + strides * (ho - 1) + 1, j + strides * (wo - 1) + 1, c),
                 (1, strides, strides, 1))
-      for i in range(window) for j in range(window)
+      for i in range(win_h) for j in range(win_w)
   ]
   return slices[0] if len(slices) == 1 else jnp.concatenate(slices, axis=-1)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
-def _extract_patches(x: Array, window: int, strides: int,
+def _extract_patches(x: Array, window: Window, strides: int,
                      pads: tuple[tuple[int, int], tuple[int, int]]) -> Array:
   return _extract_patches_impl(x, window, strides, pads)
 
@@ -159,13 +175,14 @@ def _extract_patches_fwd(x, window, strides, pads):
 
 def _extract_patches_bwd(window, strides, pads, shape_carrier, g):
   h, w = shape_carrier.shape[:2]
-  c = g.shape[-1] // (window * window)
+  win_h, win_w = window
+  c = g.shape[-1] // (win_h * win_w)
   ho, wo = g.shape[1:3]
   zero = jnp.zeros((), g.dtype)
   dx = None
-  for i in range(window):
-    for j in range(window):
-      n = i * window + j
+  for i in range(win_h):
+    for j in range(win_w):
+      n = i * win_w + j
       gij = g[..., n * c:(n + 1) * c]
       # Patch (i, j) read x at rows i - lo + s*m. Scatter it back with one dilating pad; the
       # k*k pads and their sum fuse into a single loop, unlike autodiff's transpose of the
@@ -185,28 +202,32 @@ def _extract_patches_bwd(window, strides, pads, shape_carrier, g):
 _extract_patches.defvjp(_extract_patches_fwd, _extract_patches_bwd)
 
 
-def extract_patches(x: Array, window: int, strides: int,
+def extract_patches(x: Array, window: int | Window, strides: int,
                     pads: tuple[tuple[int, int], tuple[int, int]]) -> Array:
-  """Im2col: all window x window patches of x, stacked on the channel axis.
+  """Im2col: all window patches of x, stacked on the channel axis.
 
   Args:
     x: [B, H, W, C].
-    window: patch side k.
+    window: patch side k, or (k_h, k_w) for a rectangular patch.
     strides: step between patches.
     pads: ((lo_h, hi_h), (lo_w, hi_w)) zero padding of H and W; negative amounts crop.
 
   Returns:
-    [B, Ho, Wo, k*k*C] with Ho = (H + lo_h + hi_h - k)//strides + 1 (Wo alike), channel index
-    (i*k + j)*C + c for patch offset (i, j), so that a dot with a kernel [k, k, C, F] reshaped to
-    [k*k*C, F] is the convolution.
+    [B, Ho, Wo, k_h*k_w*C] with Ho = (H + lo_h + hi_h - k_h)//strides + 1 (Wo alike), channel
+    index (i*k_w + j)*C + c for patch offset (i, j), so that a dot with a kernel [k_h, k_w, C, F]
+    reshaped to [k_h*k_w*C, F] is the convolution.
   """
   pads = tuple((int(lo), int(hi)) for lo, hi in pads)
+  win = (window, window) if isinstance(window, (int, np.integer)) else tuple(window)
+  win = (int(win[0]), int(win[1]))
   if x.ndim != 4:
     raise ValueError(f'extract_patches expects [B, H, W, C], got shape {x.shape}')
-  if (_patch_geometry(x.shape[1], window, strides, pads[0]) < 1
-      or _patch_geometry(x.shape[2], window, strides, pads[1]) < 1):
+  if min(win) < 1:
+    raise ValueError(f'extract_patches needs a window >= 1, got {window}')
+  if (_patch_geometry(x.shape[1], win[0], strides, pads[0]) < 1
+      or _patch_geometry(x.shape[2], win[1], strides, pads[1]) < 1):
     raise ValueError(f'window {window} does not fit input {x.shape[1:3]} padded by {pads}')
-  return _extract_patches(x, int(window), int(strides), pads)
+  return _extract_patches(x, win, int(strides), pads)
 
 
 def _phase_kernel_indices(kernel_size: int, strides: int, crop_lo: int) -> tuple[np.ndarray, int]:
@@ -291,20 +312,21 @@ def conv_transpose_native(x: Array, kernel: Array, strides: int, crop_lo: tuple[
   return y[:, starts[0]:starts[0] + out_size[0], starts[1]:starts[1] + out_size[1], :]
 
 
-def conv_transpose_fast(x: Array, kernel: Array, strides: int, crop_lo: tuple[int, int],
+def conv_transpose_fused(x: Array, kernel: Array, strides: int, crop_lo: tuple[int, int],
                         out_size: tuple[int, int]) -> Array:
   """Same result as `conv_transpose_native`, as s*s phases computed by one stride-1 conv.
 
   Arguments and result shapes are those of `conv_transpose_native`. The stride-1 phase
-  convolution itself runs as patch extraction and one matmul: on XLA:CPU that beats running it as
-  a convolution, and its weight gradient is a plain matmul too.
+  convolution runs over the union T x T of all phases' taps, as patch extraction and one matmul:
+  on XLA:CPU that beats running it as a convolution, and its weight gradient is a plain matmul
+  too.
   """
   _, _, _, cout = kernel.shape
   s = strides
   if crop_lo[0] != crop_lo[1]:
     # The layer never asks for this (its crop depends on k, s and padding only); a square phase
     # window keeps extract_patches simple.
-    raise ValueError(f'conv_transpose_fast needs the same crop on both axes, got {crop_lo}')
+    raise ValueError(f'conv_transpose_fused needs the same crop on both axes, got {crop_lo}')
   idx, d_max = _phase_kernel_indices(kernel.shape[0], s, crop_lo[0])
   taps = idx.shape[1]
   phase_kernel = _phase_kernel(kernel, s, crop_lo[0])
@@ -319,6 +341,178 @@ def conv_transpose_fast(x: Array, kernel: Array, strides: int, crop_lo: tuple[in
   z = z.reshape(b, rows[0], rows[1], s, s, cout).transpose(0, 1, 3, 2, 4, 5)
   z = z.reshape(b, rows[0] * s, rows[1] * s, cout)
   return z[:, :out_size[0], :out_size[1], :]
+
+
+def _phase_taps(kernel_size: int, strides: int, crop_lo: int) -> list[tuple[int, int]]:
+  """Per output phase r of one spatial axis: (d, n), its first tap and its number of taps.
+
+  Output o = s*m + r reads sum_j x[m + j - d] * w[r + crop_lo + s*(d - j)] over 0 <= j < n,
+  the j with 0 <= r + crop_lo + s*(d - j) < k. n is 0 for a phase without taps (k < s).
+  """
+  k, s, c = kernel_size, strides, crop_lo
+  taps = []
+  for r in range(s):
+    d_hi = (k - 1 - r - c) // s
+    d_lo = -((r + c) // s)
+    taps.append((d_hi, max(d_hi - d_lo + 1, 0)))
+  return taps
+
+
+def _interleave_phases(phases: list[list[Array]], out_size: tuple[int, int]) -> Array:
+  """Depth-to-space: phases[r_h][r_w] [B, M_h, M_w, C] is output (s*m_h + r_h, s*m_w + r_w)."""
+  s = len(phases)
+  b, m_h, m_w, c = phases[0][0].shape
+  rows = [jnp.stack(row, axis=3).reshape(b, m_h, m_w * s, c) for row in phases]
+  y = jnp.stack(rows, axis=2).reshape(b, m_h * s, m_w * s, c)
+  return y[:, :out_size[0], :out_size[1], :]
+
+
+def conv_transpose_phases(x: Array, kernel: Array, strides: int, crop_lo: tuple[int, int],
+                          out_size: tuple[int, int]) -> Array:
+  """Same result as `conv_transpose_native`, as s*s phases with their own patches and matmul."""
+  k, _, cin, cout = kernel.shape
+  s = strides
+  b, h, w, _ = x.shape
+  rows = [-(-out // s) for out in out_size]
+  taps = [_phase_taps(k, s, c) for c in crop_lo]
+  phases = []
+  for r_h, (d_h, n_h) in enumerate(taps[0]):
+    row = []
+    for r_w, (d_w, n_w) in enumerate(taps[1]):
+      if n_h == 0 or n_w == 0:
+        row.append(jnp.zeros((b, rows[0], rows[1], cout), x.dtype))
+        continue
+      pads = ((d_h, rows[0] + n_h - 1 - h - d_h), (d_w, rows[1] + n_w - 1 - w - d_w))
+      patches = extract_patches(x, (n_h, n_w), 1, pads)
+      # Window offset j uses kernel row t_h - s*j: a strided slice, reversed. Slices (not a
+      # gather) keep the kernel gradient a cheap pad instead of a scatter.
+      t_h = r_h + crop_lo[0] + s * d_h
+      t_w = r_w + crop_lo[1] + s * d_w
+      sub = kernel[t_h - s * (n_h - 1):t_h + 1:s, t_w - s * (n_w - 1):t_w + 1:s][::-1, ::-1]
+      row.append(jnp.dot(patches, sub.reshape(n_h * n_w * cin, cout)))
+    phases.append(row)
+  return _interleave_phases(phases, out_size)
+
+
+def _shared_plan(kernel_size: int, strides: int, crop_lo: int, out: int) -> tuple[int, ...]:
+  """Cheapest sub-pixel grid of one axis for `conv_transpose_shared`.
+
+  Output o sits at slot (o + c0) mod s of grid point q = (o + c0)//s, c0 = crop_lo - delta; the
+  taps of every slot then lie in one window of x rows q + e0 .. q + e0 + window - 1. Each delta
+  in [0, s) trades window against grid length; delta = crop_lo mod s is the 'fused' layout.
+
+  Returns:
+    (delta, window, e0, q0, grid): grid points q0 .. q0 + grid - 1.
+  """
+  k, s = kernel_size, strides
+  plans = []
+  for delta in range(s):
+    c0 = crop_lo - delta
+    e0 = -((k - 1 - delta) // s)
+    window = (s - 1 + delta) // s - e0 + 1
+    q0 = c0 // s
+    grid = (out - 1 + c0) // s - q0 + 1
+    plans.append((delta, window, e0, q0, grid))
+  # The patch buffer and the matmul both scale with grid * window.
+  return min(plans, key=lambda plan: plan[4] * plan[1])
+
+
+def _shared_kernel_indices(kernel_size: int, strides: int, delta: int, window: int,
+                           e0: int) -> np.ndarray:
+  """idx[slot, j]: kernel row that slot uses at window offset j, or k (a zero row)."""
+  k, s = kernel_size, strides
+  idx = np.full((s, window), k, dtype=np.int32)
+  for slot in range(s):
+    for j in range(window):
+      t = slot + delta - s * (j + e0)
+      if 0 <= t < k:
+        idx[slot, j] = t
+  return idx
+
+
+def conv_transpose_shared(x: Array, kernel: Array, strides: int, crop_lo: tuple[int, int],
+                          out_size: tuple[int, int]) -> Array:
+  """Same result as `conv_transpose_native`: one patch buffer and one matmul for all phases.
+
+  The 'fused' layout on a grid shifted per axis (`_shared_plan`) so that the window covers only
+  ceil(k/s) taps where that is cheaper, at the price of one more grid row and column; the output
+  is then a shifted crop of the depth-to-space result.
+  """
+  k, _, cin, cout = kernel.shape
+  s = strides
+  b = x.shape[0]
+  plans = [_shared_plan(k, s, c, out) for c, out in zip(crop_lo, out_size, strict=True)]
+  idx = [_shared_kernel_indices(k, s, delta, window, e0) for delta, window, e0, _, _ in plans]
+  padded = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))
+  # [s, W_h, s, W_w, Cin, Cout] -> [W_h, W_w, Cin, (slot_h, slot_w, Cout)].
+  gathered = padded[idx[0][:, :, None, None], idx[1][None, None, :, :]]
+  win_h, win_w = idx[0].shape[1], idx[1].shape[1]
+  shared_kernel = gathered.transpose(1, 3, 4, 0, 2, 5).reshape(win_h * win_w * cin, s * s * cout)
+  pads = tuple((-(q0 + e0), grid + window - 1 - size + q0 + e0)
+               for size, (_, window, e0, q0, grid) in zip(x.shape[1:3], plans, strict=True))
+  z = jnp.dot(extract_patches(x, (win_h, win_w), 1, pads), shared_kernel)
+  grid_h, grid_w = plans[0][4], plans[1][4]
+  z = z.reshape(b, grid_h, grid_w, s, s, cout).transpose(0, 1, 3, 2, 4, 5)
+  z = z.reshape(b, grid_h * s, grid_w * s, cout)
+  # Output o is row o + c0 - s*q0 of the depth-to-space result.
+  offs = [(c - delta) - s * q0 for c, (delta, _, _, q0, _) in zip(crop_lo, plans, strict=True)]
+  return z[:, offs[0]:offs[0] + out_size[0], offs[1]:offs[1] + out_size[1], :]
+
+
+# What building one patch-buffer element (and its backward) costs, in multiply-adds. Fitted to
+# forward+backward timings on 2-core AVX-512 CPUs (benchmarks/conv_transpose_forms.py, and a
+# sweep of sizes 4-16, Cout 3-256, k = 3 and 4): 50-100 fit equally well. Near a modelled ratio
+# of 1 the measured winner flips with batch size and machine load, so the upper end is used:
+# ties go to the single matmul, which has fewer ops to compile.
+_PATCH_ELEMENT_COST = 100
+
+
+def fast_conv_transpose_form(kernel_size: int, strides: int, crop_lo: tuple[int, int],
+                             out_size: tuple[int, int], features: int) -> str:
+  """The form impl='fast' runs for this geometry: 'phases' or 'shared'.
+
+  Both are exact. 'phases' does only the multiply-adds of real taps, but builds a patch buffer
+  per phase (k*k*Cin values per output grid point) and runs s*s narrow matmuls (Cout columns);
+  'shared' builds one buffer of ceil(k/s)^2 (or the union window's) patches and runs one matmul
+  with s*s*Cout columns, paying for zero taps (k mod s != 0) or for one extra grid row and
+  column (k = 4, s = 2). The cost of each is modelled as
+
+    patch-buffer elements * (matmul columns + _PATCH_ELEMENT_COST),
+
+  in which batch and Cin cancel. 'phases' wins on wide layers at small sizes, where the matmul
+  dominates and 'shared' would pay most for zero taps or its extra grid row (the first decoder
+  stage of SAAAE, restoration and the ResNet VAE: 4x4 inputs, Cout >= 128); 'shared' wins when
+  Cout is small or the grid is large, where building patches dominates (every other decoder
+  layer of our configs). 'fused' (the union window on the unshifted grid) is one of the layouts
+  'shared' chooses from, so it is never the faster one. Measured by
+  `python benchmarks/conv_transpose_forms.py`.
+  """
+  s = strides
+  rows = [-(-out // s) for out in out_size]
+  taps = [sum(n for _, n in _phase_taps(kernel_size, s, c)) for c in crop_lo]
+  phase_patches = rows[0] * rows[1] * taps[0] * taps[1]
+  plans = [_shared_plan(kernel_size, s, c, out) for c, out in zip(crop_lo, out_size, strict=True)]
+  shared_patches = plans[0][1] * plans[0][4] * plans[1][1] * plans[1][4]
+  phase_cost = phase_patches * (features + _PATCH_ELEMENT_COST)
+  shared_cost = shared_patches * (s * s * features + _PATCH_ELEMENT_COST)
+  return 'phases' if phase_cost < shared_cost else 'shared'
+
+
+def conv_transpose_fast(x: Array, kernel: Array, strides: int, crop_lo: tuple[int, int],
+                        out_size: tuple[int, int]) -> Array:
+  """Same result as `conv_transpose_native`, by the form `fast_conv_transpose_form` picks."""
+  k, _, _, cout = kernel.shape
+  form = fast_conv_transpose_form(k, strides, crop_lo, out_size, cout)
+  return _CONV_TRANSPOSE_FORMS[form](x, kernel, strides, crop_lo, out_size)
+
+
+_CONV_TRANSPOSE_FORMS = {
+    'native': conv_transpose_native,
+    'fast': conv_transpose_fast,
+    'fused': conv_transpose_fused,
+    'phases': conv_transpose_phases,
+    'shared': conv_transpose_shared,
+}
 
 
 class Conv(nn.Module):
@@ -393,8 +587,9 @@ class ConvTranspose(nn.Module):
       output s*H + max(k - s, 0)).
     output_padding: extra rows/columns at the end (0 <= output_padding < s); int padding only.
     use_bias: add a learned bias.
-    impl: 'native' (input-dilated lax convolution) or 'fast' (s*s phases as one stride-1
-      patch-and-matmul convolution plus depth-to-space; much faster on CPU).
+    impl: 'native' (input-dilated lax convolution), or one of the phase rewrites, much faster on
+      CPU (module docstring): 'fused', 'phases', 'shared', or 'fast' (the faster of 'phases' and
+      'shared' for the layer's geometry).
     dtype: computation dtype; parameters are always stored in float32.
     kernel_init: initializer of the [k, k, Cin, Cout] kernel.
   """
@@ -419,7 +614,7 @@ class ConvTranspose(nn.Module):
       [B, Ho, Wo, Cout], sizes as documented on the class.
     """
     _check_layer_args('ConvTranspose', self.features, self.kernel_size, self.strides,
-                      self.padding, self.impl)
+                      self.padding, self.impl, CONV_TRANSPOSE_IMPLS)
     op = self.output_padding
     if isinstance(op, bool) or not isinstance(op, (int, np.integer)) or op < 0:
       raise ValueError(f'ConvTranspose.output_padding must be an int >= 0, got {op!r}')
@@ -444,7 +639,7 @@ class ConvTranspose(nn.Module):
     bias = (self.param('bias', nn.initializers.zeros_init(), (self.features,), jnp.float32)
             if self.use_bias else None)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    conv = conv_transpose_fast if self.impl == 'fast' else conv_transpose_native
+    conv = _CONV_TRANSPOSE_FORMS[self.impl]
     y = conv(x, kernel, s, crop_lo, out_size)
     if bias is not None:
       y = y + bias
