@@ -290,6 +290,9 @@ def test_the_report_averages_over_seeds_the_runs_that_differ_only_in_seed(tmp_pa
     (workdir / 'config.json').write_text(config.to_json_best_effort())
     (workdir / 'eval' / 'test' / 'metrics.json').write_text(
         json.dumps({'step': 300, 'split': 'test', 'metrics': {'sse': sse, 'psnr': 20.0}}))
+    (workdir / 'metrics.jsonl').write_text(''.join(
+        json.dumps({'step': step, 'split': 'train', 'loss': sse * step}) + '\n'
+        for step in (150, 300)))
     return str(workdir)
 
   workdirs = [fake_run('vae_s0', 0, 'none', 10.0), fake_run('saaae_s0', 0, 'constant_noise', 5.0),
@@ -299,3 +302,6 @@ def test_the_report_averages_over_seeds_the_runs_that_differ_only_in_seed(tmp_pa
   vae, anchored = (row.split(' | ') for row in rows)
   assert vae[3] == '0,1,2' and vae[4] == '12 ± 2' and vae[5] == '-' and vae[6] == '20 ± 0'
   assert anchored[3] == '0' and anchored[4] == '5'
+  curves = saaae_report.training_curves_table(workdirs).splitlines()
+  assert curves[2].split(' | ')[1:] == ['1800 ± 3e+02', '750 |']
+  assert curves[3].startswith('| 300 | 3600 ± 6e+02 | 1500 |')

@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 from absl import app, flags
 
-from jvae import anchor_plots, cli, runs, steps, trainer
+from jvae import anchor_plots, cli, metric_writer, runs, steps, trainer
 from jvae.data import pipeline
 
 TABLE_METRICS = ('sse', 'input_sse', 'psnr', 'input_psnr', 'ssim', 'input_ssim', 'reconstruction',
@@ -104,13 +104,8 @@ def _held_out(workdir: str) -> tuple[ml_collections.ConfigDict, dict | None]:
     return config, json.load(f)
 
 
-def seed_summary_table(workdirs: list[str]) -> str:
-  """Mean and spread over seeds: runs whose configs differ only in `seed` form one row.
-
-  Each row gives the mean and the sample standard deviation (n - 1) over its runs of every
-  metric in TABLE_METRICS, as `mean ± std`, with the seeds it covers; a group of one run shows
-  its value alone. Rows follow the order in which each group's first run appears.
-  """
+def _seed_groups(workdirs: list[str]) -> list[dict]:
+  """Finished runs grouped by config with `seed` left out, in order of first appearance."""
   groups: dict[str, dict] = {}
   for workdir in workdirs:
     config, record = _held_out(workdir)
@@ -118,26 +113,58 @@ def seed_summary_table(workdirs: list[str]) -> str:
       continue
     values = config.to_dict()
     seed = values.pop('seed')
-    values['data'].pop('tfds_data_dir', None)
     key = json.dumps(values, sort_keys=True, default=str)
     group = groups.setdefault(key, {'name': workdir, 'anchor': config.model.anchor,
-                                    'steps': set(), 'seeds': [], 'metrics': []})
+                                    'steps': set(), 'seeds': [], 'metrics': [], 'workdirs': []})
     group['steps'].add(record['step'])
     group['seeds'].append(seed)
     group['metrics'].append(record['metrics'])
+    group['workdirs'].append(workdir)
+  return list(groups.values())
+
+
+def _mean_spread(values: list[float]) -> str:
+  if len(values) == 1:
+    return _format(values[0])
+  return f'{np.mean(values):.4g} ± {np.std(values, ddof=1):.2g}'
+
+
+def seed_summary_table(workdirs: list[str]) -> str:
+  """Mean and spread over seeds: runs whose configs differ only in `seed` form one row.
+
+  Each row gives the mean and the sample standard deviation (n - 1) over its runs of every
+  metric in TABLE_METRICS, as `mean ± std`, with the seeds it covers; a group of one run shows
+  its value alone. Rows follow the order in which each group's first run appears.
+  """
   header = ['first run', 'anchor', 'steps', 'seeds'] + list(TABLE_METRICS)
   lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
-  for group in groups.values():
+  for group in _seed_groups(workdirs):
     cells = [group['name'], group['anchor'], ','.join(map(str, sorted(group['steps']))),
              ','.join(map(str, group['seeds']))]
     for name in TABLE_METRICS:
       values = [m[name] for m in group['metrics'] if name in m]
-      if not values:
-        cells.append('-')
-      elif len(values) == 1:
-        cells.append(_format(values[0]))
-      else:
-        cells.append(f'{np.mean(values):.4g} ± {np.std(values, ddof=1):.2g}')
+      cells.append(_mean_spread(values) if values else '-')
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+def training_curves_table(workdirs: list[str], metric: str = 'loss') -> str:
+  """The logged training `metric` (mean over each log window) per step, mean ± std over seeds.
+
+  One column per group of `seed_summary_table`, one row per logged step: how fast each model
+  gets where, the source's "converges faster" claim put to the test.
+  """
+  groups = _seed_groups(workdirs)
+  curves = []
+  for group in groups:
+    per_run = [{r['step']: r[metric] for r in metric_writer.read_metrics(workdir)
+                if r['split'] == 'train' and metric in r} for workdir in group['workdirs']]
+    curves.append(per_run)
+  steps_logged = sorted(set.intersection(*(set(c) for per_run in curves for c in per_run)))
+  header = ['step'] + [f'{g["name"]} ({g["anchor"]})' for g in groups]
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  for step in steps_logged:
+    cells = [str(step)] + [_mean_spread([c[step] for c in per_run]) for per_run in curves]
     lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
 
@@ -158,6 +185,7 @@ def _define_flags():
   flags.DEFINE_string('checkpoint', 'best', "'best', 'latest' or a step number.")
   flags.DEFINE_integer('num_images', 8, 'Held-out images in the figure.')
   flags.DEFINE_integer('seed', 0, 'Seed of the masks drawn for the figure.')
+  flags.DEFINE_string('curve_metric', 'loss', 'Training metric tabulated per logged step.')
   flags.DEFINE_boolean('figures', True, 'Draw each run\'s figure; --nofigures only tabulates.')
   flags.mark_flags_as_required(['workdir'])
 
@@ -172,6 +200,9 @@ def main(argv):
   print(metrics_table(FLAGS.workdir))
   print()
   print(seed_summary_table(FLAGS.workdir))
+  print()
+  print(f'Training {FLAGS.curve_metric} (mean over each log window; mean ± std over seeds):')
+  print(training_curves_table(FLAGS.workdir, FLAGS.curve_metric))
 
 
 if __name__ == '__main__':
