@@ -16,7 +16,7 @@ the library imports it; only `jvae.bench` does, lazily, when torch is installed.
   both), dropout (element-wise in both; outputs only agree with dropout_rate=0), GELU with the
   tanh approximation (flax's default), leaky ReLU with slope 0.01 (both defaults);
 - VAE (Gaussian posterior, z = mu + exp(logvar / 2) * eps) and AE kinds, and SAAAE's anchors
-  ('channel_attention', 'patch_attention': flax's one-head `MultiHeadDotProductAttention`).
+  ('channel_attention', 'patch_attention': one head of self-attention with Dense projections).
 
 The twin's modules carry the flax module names (`encoder.Conv_0`, `decoder.ConvTranspose_2`,
 `mu`, ...), so `load_jax_params(twin, params, batch_stats)` copies a jvae parameter tree into it
@@ -297,39 +297,6 @@ class Embed(nn.Embedding):
     return {'embedding': self.weight.detach().numpy().copy()}, {}
 
 
-class DenseGeneral(nn.Module):
-  """flax DenseGeneral of MultiHeadDotProductAttention with one head: the q/k/v projections
-  (kernel [F, 1, d], bias [1, d]) or the output (kernel [1, d, F], bias [F])."""
-
-  def __init__(self, in_features: int, out_features: int, kind: str):
-    super().__init__()
-    self.kind = kind  # 'in' (F -> heads x d) or 'out' (heads x d -> F)
-    self.linear = nn.Linear(in_features, out_features)
-
-  def forward(self, x):
-    return self.linear(x)
-
-  def _shapes(self):
-    i, o = self.linear.in_features, self.linear.out_features
-    return ((i, 1, o), (1, o)) if self.kind == 'in' else ((1, i, o), (o,))
-
-  def load(self, params, stats, path):
-    del stats
-    kernel_shape, bias_shape = self._shapes()
-    kernel = _take(params, 'kernel', path, kernel_shape)
-    bias = _take(params, 'bias', path, bias_shape)
-    i, o = self.linear.in_features, self.linear.out_features
-    with torch.no_grad():
-      self.linear.weight.copy_(_tensor(kernel.reshape(i, o).T))
-      self.linear.bias.copy_(_tensor(bias.reshape(o)))
-    return {f'{path}/kernel', f'{path}/bias'}
-
-  def export(self):
-    kernel_shape, bias_shape = self._shapes()
-    return {'kernel': self.linear.weight.detach().numpy().T.reshape(kernel_shape).copy(),
-            'bias': self.linear.bias.detach().numpy().reshape(bias_shape).copy()}, {}
-
-
 # ------------------------------------------------------------------------------------- blocks
 
 
@@ -539,15 +506,15 @@ class LabelConditioning(Twin):
 
 
 class Attention(Twin):
-  """flax MultiHeadDotProductAttention(num_heads=1) self-attention over [B, N, F] tokens."""
+  """jvae.models.anchors.OneHeadSelfAttention over [B, N, F] tokens."""
 
   def __init__(self, width: int, attention_dim: int):
     super().__init__()
     d = attention_dim or width
-    self.query = DenseGeneral(width, d, 'in')
-    self.key = DenseGeneral(width, d, 'in')
-    self.value = DenseGeneral(width, d, 'in')
-    self.out = DenseGeneral(d, width, 'out')
+    self.query = Dense(width, d)
+    self.key = Dense(width, d)
+    self.value = Dense(width, d)
+    self.out = Dense(d, width)
     self.scale = 1.0 / math.sqrt(d)
 
   def forward(self, tokens):

@@ -4,6 +4,7 @@ import json
 import runpy
 
 import flax
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -144,7 +145,7 @@ def test_the_channel_anchor_has_the_sizes_spec_s1_gives_and_the_patch_anchor_is_
   width = 64 * 64
   # One head over 3 tokens of 4096: query, key, value and output projections with biases.
   assert count_parameters(anchor['attention']) == 4 * width * width + 4 * width  # 67.1M
-  assert anchor['attention']['query']['kernel'].shape == (width, 1, width)
+  assert anchor['attention']['query']['kernel'].shape == (width, width)
   assert anchor['to_latent']['kernel'].shape == (3 * width, 128)
   assert 68e6 < count_parameters(anchor) < 70e6  # SPEC: ~69M with its Dense
   assert 76e6 < count_parameters(params) < 78e6  # SPEC: of the model's ~77M
@@ -305,3 +306,20 @@ def test_the_report_averages_over_seeds_the_runs_that_differ_only_in_seed(tmp_pa
   curves = saaae_report.training_curves_table(workdirs).splitlines()
   assert curves[2].split(' | ')[1:] == ['1800 ± 3e+02', '750 |']
   assert curves[3].startswith('| 300 | 3600 ± 6e+02 | 1500 |')
+
+
+def test_the_one_head_attention_is_flax_multi_head_attention_with_one_head():
+  tokens = _images(3, (2, 3, 16)).reshape(2, 3, 16)
+  ours = anchors.OneHeadSelfAttention(attention_dim=8)
+  flax_attention = nn.MultiHeadDotProductAttention(num_heads=1, qkv_features=8, out_features=16)
+  flax_variables = _variables(flax_attention, tokens)
+  p = flax_variables['params']
+  # The same weights with the size-1 head axis dropped.
+  params = {name: {'kernel': p[name]['kernel'].reshape(16, 8), 'bias': p[name]['bias'].reshape(8)}
+            for name in ('query', 'key', 'value')}
+  params['out'] = {'kernel': p['out']['kernel'].reshape(8, 16), 'bias': p['out']['bias']}
+  expected = _jit(flax_attention.apply)(flax_variables, tokens)
+  actual = _jit(ours.apply)({'params': params}, tokens)
+  np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), rtol=1e-5, atol=1e-6)
+  shapes = jax.eval_shape(ours.init, jax.random.key(0), tokens)['params']
+  assert jax.tree.map(lambda v: v.shape, shapes) == jax.tree.map(lambda v: v.shape, params)

@@ -79,12 +79,39 @@ def anchor_outputs(a: jax.Array, normalization: str, kl_weighting: str) -> dict[
   return outputs
 
 
+class OneHeadSelfAttention(nn.Module):
+  """One head of scaled dot-product self-attention, [B, N, F] -> [B, N, F].
+
+  The function of flax's `MultiHeadDotProductAttention(num_heads=1)` (the same initializers,
+  biases and 1/sqrt(d) scaling), written with `nn.Dense` projections. With one head flax's
+  DenseGeneral kernels carry a head axis of size 1 ([F, 1, d]), and on XLA:CPU the weight
+  gradients then come out transposed: at the channel anchor's F = d = 4096 every optimizer
+  fusion re-did a 4096 x 4096 transpose, about half of the SAAAE train step. Plain [F, d]
+  kernels get their gradients in place.
+
+  Attributes:
+    attention_dim: query/key/value width d; 0 keeps the token width F.
+    dtype: computation dtype; parameters stay float32.
+  """
+
+  attention_dim: int = 0
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, tokens: jax.Array) -> jax.Array:
+    width = tokens.shape[-1]
+    d = self.attention_dim or width
+    query, key, value = (nn.Dense(d, dtype=self.dtype, name=name)(tokens)
+                         for name in ('query', 'key', 'value'))
+    logits = jnp.einsum('bnd,bmd->bnm', query / jnp.sqrt(d).astype(query.dtype), key)
+    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
+    return nn.Dense(width, dtype=self.dtype, name='out')(
+        jnp.einsum('bnm,bmd->bnd', weights, value))
+
+
 def _self_attention(tokens: jax.Array, attention_dim: int, dtype: jnp.dtype) -> jax.Array:
   """One head of self-attention, [B, N, F] -> [B, N, F], query/key/value width `attention_dim`."""
-  width = tokens.shape[-1]
-  return nn.MultiHeadDotProductAttention(
-      num_heads=1, qkv_features=attention_dim or width, out_features=width, dtype=dtype,
-      name='attention')(tokens)
+  return OneHeadSelfAttention(attention_dim, dtype, name='attention')(tokens)
 
 
 class ChannelAttentionAnchor(nn.Module):
