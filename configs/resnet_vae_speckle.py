@@ -39,9 +39,6 @@ def get_config():
   config.model.decoder_hidden_dims = ()
   config.model.activation = 'silu'
   config.model.output_activation = 'sigmoid'
-  # The patch-and-matmul convolutions: same function and parameters, several times faster on
-  # CPU; 'native' may be the faster choice on GPU and TPU.
-  config.model.conv_impl = 'fast'
   config.loss.reconstruction = 'mse'
   config.loss.beta = 0.01
   config.train.batch_size = 64

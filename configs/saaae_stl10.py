@@ -56,9 +56,6 @@ def get_config():
   config.model.anchor = 'channel_attention'
   config.model.anchor_normalization = 'per_example'
   config.model.anchor_kl_weighting = 'full'
-  # The patch-and-matmul convolutions: same function and parameters, several times faster on
-  # CPU; 'native' may be the faster choice on GPU and TPU.
-  config.model.conv_impl = 'fast'
   config.loss.reconstruction = 'mse'
   config.loss.beta = 1.0
   config.train.batch_size = 64

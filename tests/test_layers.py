@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jvae import config
 from jvae.models import layers
 
 # (kernel_size, strides, padding, output_padding): common decoder settings, each tried on an
@@ -136,25 +137,69 @@ def test_conv_transpose_impls_equal_native_and_flax(k, s, padding, output_paddin
     _assert_close(dp['bias'], dp_native['bias'])
 
 
-# (kernel_size, strides, padding, output_padding, input size, Cout, form): the decoder layers of
-# our configs (benchmarks/conv_transpose_forms.py measured these), and s = 1.
+# (kernel_size, strides, padding, output_padding, input size, Cin, Cout, form): the decoder layers
+# of our configs (benchmarks/conv_transpose_forms.py measured these), and s = 1.
 FAST_FORM_CASES = [
-    (4, 2, 1, 0, 4, 256, 'phases'),  # SAAAE and restoration, first stage: the matmul dominates
-    (4, 2, 1, 0, 4, 128, 'phases'),
-    (4, 2, 1, 0, 8, 128, 'shared'),
-    (4, 2, 1, 0, 32, 3, 'shared'),  # to the image: building patches dominates
-    (3, 2, 1, 1, 4, 128, 'phases'),  # ResNet VAE
-    (3, 2, 1, 1, 8, 64, 'shared'),
-    (3, 2, 'SAME', 0, 7, 64, 'shared'),  # MNIST CVAE
-    (3, 2, 'SAME', 0, 14, 32, 'shared'),
-    (3, 1, 'SAME', 0, 8, 64, 'shared'),  # one phase: the same conv either way
+    (4, 2, 1, 0, 4, 512, 256, 'phases'),  # SAAAE: the matmul dominates
+    (4, 2, 1, 0, 8, 256, 128, 'shared'),
+    (4, 2, 1, 0, 16, 128, 64, 'shared'),
+    (4, 2, 1, 0, 32, 64, 3, 'scatter'),  # to the image: 1.4-2.2x faster than the rest
+    (4, 2, 1, 0, 4, 256, 128, 'phases'),  # restoration
+    (4, 2, 1, 0, 8, 128, 64, 'shared'),
+    (4, 2, 1, 0, 16, 64, 32, 'shared'),
+    (4, 2, 1, 0, 32, 32, 3, 'scatter'),
+    (3, 2, 1, 1, 4, 256, 128, 'phases'),  # ResNet VAE
+    (3, 2, 1, 1, 8, 128, 64, 'shared'),  # 'scatter' alone, but slows the next layer
+    (3, 2, 1, 1, 16, 64, 32, 'shared'),
+    (3, 2, 1, 1, 32, 32, 1, 'scatter'),
+    (3, 2, 'SAME', 0, 7, 64, 64, 'shared'),  # MNIST CVAE
+    (3, 2, 'SAME', 0, 14, 64, 32, 'shared'),
+    (3, 1, 'SAME', 0, 8, 64, 64, 'shared'),  # one phase: the same conv as 'phases'
 ]
 
 
-@pytest.mark.parametrize('k,s,padding,output_padding,size,cout,form', FAST_FORM_CASES)
-def test_fast_picks_the_measured_form(k, s, padding, output_padding, size, cout, form):
+@pytest.mark.parametrize('k,s,padding,output_padding,size,cin,cout,form', FAST_FORM_CASES)
+def test_fast_picks_the_measured_form(k, s, padding, output_padding, size, cin, cout, form):
   crop, out = layers.conv_transpose_geometry(size, k, s, padding, output_padding)
-  assert layers.fast_conv_transpose_form(k, s, (crop, crop), (out, out), cout) == form
+  assert layers.fast_conv_transpose_form(k, s, (crop, crop), (out, out), cout, cin,
+                                         (size, size)) == form
+  # The input size defaults to what these layers have: out / s.
+  assert layers.fast_conv_transpose_form(k, s, (crop, crop), (out, out), cout, cin) == form
+
+
+def test_fast_without_cin_chooses_between_the_phase_forms():
+  crop, out = layers.conv_transpose_geometry(4, 4, 2, 1)
+  assert layers.fast_conv_transpose_form(4, 2, (crop, crop), (out, out), 256) == 'phases'
+  crop, out = layers.conv_transpose_geometry(32, 4, 2, 1)
+  assert layers.fast_conv_transpose_form(4, 2, (crop, crop), (out, out), 3) == 'shared'
+
+
+# (kernel_size, strides, Cin, Cout, form): the Conv layers of our configs
+# (benchmarks/conv_forms.py measured these).
+FAST_CONV_FORM_CASES = [
+    (3, 1, 32, 1, 'shifted'),  # the MNIST decoders' conv to the image
+    (3, 1, 32, 3, 'shifted'),  # an RGB one
+    (3, 1, 64, 16, 'native'),  # k*k*Cout > Cin: 'shifted' was 2x slower
+    (3, 1, 32, 32, 'native'),  # ResNet blocks
+    (3, 1, 256, 256, 'native'),
+    (3, 2, 1, 32, 'native'),  # encoders
+    (3, 2, 32, 64, 'native'),
+    (3, 2, 128, 256, 'native'),  # a tie with 'patches'
+    (4, 2, 3, 64, 'native'),
+    (4, 2, 128, 256, 'native'),
+    (4, 2, 256, 512, 'patches'),  # SAAAE's last encoder conv
+]
+
+
+@pytest.mark.parametrize('k,s,cin,cout,form', FAST_CONV_FORM_CASES)
+def test_fast_conv_picks_the_measured_form(k, s, cin, cout, form):
+  assert layers.fast_conv_form(k, s, cin, cout) == form
+
+
+def test_config_choices_list_every_impl():
+  # jvae.bench takes its flag enums from the config, which must not need jax to import.
+  assert config.CHOICES['model.conv_impl'] == layers.IMPLS
+  assert config.CHOICES['model.conv_transpose_impl'] == layers.CONV_TRANSPOSE_IMPLS
 
 
 def test_shared_layout_is_never_costlier_than_fused():
@@ -169,29 +214,36 @@ def test_shared_layout_is_never_costlier_than_fused():
       assert grid * window <= -(-out // s) * fused_taps
 
 
+_CONV_REWRITES = tuple(impl for impl in layers.IMPLS if impl != 'native')
+
+
 @pytest.mark.parametrize('padding', ['SAME', 1, 0])
 @pytest.mark.parametrize('strides', [1, 2])
 @pytest.mark.parametrize('k', [3, 4])
-def test_conv_fast_equals_native_and_flax(k, strides, padding):
+def test_conv_impls_equal_native_and_flax(k, strides, padding):
   x = _normal(30, (2, 7, 8, CIN))
-  fast = layers.Conv(COUT, k, strides, padding, impl='fast')
-  native = fast.clone(impl='native')
+  native = layers.Conv(COUT, k, strides, padding, impl='native')
+  rewrites = [native.clone(impl=impl) for impl in _CONV_REWRITES]
   flax_padding = padding if isinstance(padding, str) else ((padding, padding),) * 2
   reference = nn.Conv(COUT, (k, k), (strides, strides), padding=flax_padding)
   params = _random_params(k)
   y_shape = jax.eval_shape(lambda: reference.apply({'params': params}, x)).shape
   cotangent = _normal(31, y_shape)
 
-  (y_fast, dx_fast, dp_fast), (y_native, dx_native, dp_native), (y_flax, dx_flax, dp_flax) = (
-      _values_and_grads([fast.apply, native.apply, reference.apply], [params] * 3, x, cotangent))
+  (y_native, dx_native, dp_native), (y_flax, dx_flax, dp_flax), *results = _values_and_grads(
+      [native.apply, reference.apply] + [m.apply for m in rewrites],
+      [params] * (2 + len(rewrites)), x, cotangent)
 
   _assert_close(y_native, y_flax)
-  _assert_close(y_fast, y_native)
   _assert_close(dx_native, dx_flax)
-  _assert_close(dx_fast, dx_native)
   for name in ('kernel', 'bias'):
     _assert_close(dp_native[name], dp_flax[name])
-    _assert_close(dp_fast[name], dp_native[name])
+  for impl, (y, dx, dp) in zip(_CONV_REWRITES, results, strict=True):
+    assert y.shape == y_shape, impl
+    _assert_close(y, y_native)
+    _assert_close(dx, dx_native)
+    for name in ('kernel', 'bias'):
+      _assert_close(dp[name], dp_native[name])
 
 
 @pytest.mark.parametrize('window', [3, (1, 2)])
@@ -214,18 +266,62 @@ def test_extract_patches_custom_vjp_is_exact_transpose(pads, strides, window):
   _assert_close(dx, dx_reference)
 
 
-@pytest.mark.parametrize('impl', layers.CONV_TRANSPOSE_IMPLS)
+@pytest.mark.parametrize('window', [3, (1, 2)])
+@pytest.mark.parametrize('pads', [((1, 1), (1, 1)), ((0, 2), (2, 0)), ((-1, 2), (1, -2))])
+@pytest.mark.parametrize('strides', [1, 2])
+def test_tap_sums_custom_vjps_are_exact_transposes(pads, strides, window):
+  win = (window, window) if isinstance(window, int) else window
+  taps = win[0] * win[1]
+  x = _normal(42, (2, 7, 8, 2))
+  grid = jax.eval_shape(lambda: layers.extract_patches(x, window, strides, pads)).shape[1:3]
+  z_read = _normal(43, (taps, 2, 3, 7, 8))
+  z_written = _normal(44, (taps, 2, 3) + grid)
+
+  def run(z_read, z_written):
+    # The references are the same sums of slices and pads, left to autodiff.
+    read, read_vjp = jax.vjp(lambda z: layers.sum_read_taps(z, window, strides, pads), z_read)
+    read_ref, read_ref_vjp = jax.vjp(
+        lambda z: layers._sum(layers._read_taps(z, win, strides, pads, grid, tap_axis=True)),
+        z_read)
+    written, written_vjp = jax.vjp(
+        lambda z: layers.sum_written_taps(z, window, strides, pads, (7, 8)), z_written)
+    written_ref, written_ref_vjp = jax.vjp(
+        lambda z: layers._sum(layers._write_taps(z, win, strides, pads, (7, 8), tap_axis=True)),
+        z_written)
+    g_read = jnp.asarray(np.random.default_rng(45).normal(size=read.shape), jnp.float32)
+    g_written = jnp.asarray(np.random.default_rng(46).normal(size=written.shape), jnp.float32)
+    return (read, read_ref, read_vjp(g_read)[0], read_ref_vjp(g_read)[0],
+            written, written_ref, written_vjp(g_written)[0], written_ref_vjp(g_written)[0])
+
+  results = _run_jitted(run, z_read, z_written)
+  for actual, expected in zip(results[::2], results[1::2], strict=True):
+    _assert_close(actual, expected)
+
+
+def test_sum_written_taps_is_the_transpose_of_extract_patches():
+  x = _normal(47, (3, 7, 8, 2))
+  pads, strides, window = ((1, 0), (2, 1)), 2, 3
+  patches = layers.extract_patches(x, window, strides, pads)
+  g = _normal(48, patches.shape)
+  # <P x, g> = <x, P^T g>, with g moved to the tap-major layout sum_written_taps takes.
+  tap_major = g.reshape(*g.shape[:3], window * window, 2).transpose(3, 4, 0, 1, 2)
+  back = layers.sum_written_taps(tap_major, window, strides, pads, (7, 8)).transpose(1, 2, 3, 0)
+  np.testing.assert_allclose(float(jnp.sum(patches * g)), float(jnp.sum(x * back)), rtol=1e-5)
+
+
+@pytest.mark.parametrize('impl', sorted(set(layers.CONV_TRANSPOSE_IMPLS) | set(layers.IMPLS)))
 def test_shapes_and_parameters(impl):
   x = jnp.zeros((2, 8, 6, CIN))
   conv_impl = impl if impl in layers.IMPLS else 'fast'
+  transpose_impl = impl if impl in layers.CONV_TRANSPOSE_IMPLS else 'fast'
   cases = [
       # (module, expected output shape)
-      (layers.ConvTranspose(COUT, 4, 2, 1, impl=impl), (2, 16, 12, COUT)),
-      (layers.ConvTranspose(COUT, 3, 2, 1, 1, impl=impl), (2, 16, 12, COUT)),
-      (layers.ConvTranspose(COUT, 3, 2, 1, impl=impl), (2, 15, 11, COUT)),
-      (layers.ConvTranspose(COUT, 3, 2, 'SAME', impl=impl), (2, 16, 12, COUT)),
-      (layers.ConvTranspose(COUT, 3, 1, 'SAME', impl=impl), (2, 8, 6, COUT)),
-      (layers.ConvTranspose(COUT, 3, 2, 'VALID', impl=impl), (2, 17, 13, COUT)),
+      (layers.ConvTranspose(COUT, 4, 2, 1, impl=transpose_impl), (2, 16, 12, COUT)),
+      (layers.ConvTranspose(COUT, 3, 2, 1, 1, impl=transpose_impl), (2, 16, 12, COUT)),
+      (layers.ConvTranspose(COUT, 3, 2, 1, impl=transpose_impl), (2, 15, 11, COUT)),
+      (layers.ConvTranspose(COUT, 3, 2, 'SAME', impl=transpose_impl), (2, 16, 12, COUT)),
+      (layers.ConvTranspose(COUT, 3, 1, 'SAME', impl=transpose_impl), (2, 8, 6, COUT)),
+      (layers.ConvTranspose(COUT, 3, 2, 'VALID', impl=transpose_impl), (2, 17, 13, COUT)),
       (layers.Conv(COUT, 3, 1, 'SAME', impl=conv_impl), (2, 8, 6, COUT)),
       (layers.Conv(COUT, 3, 2, 'SAME', impl=conv_impl), (2, 4, 3, COUT)),
       (layers.Conv(COUT, 3, 2, 1, impl=conv_impl), (2, 4, 3, COUT)),
@@ -284,6 +380,7 @@ def test_bfloat16_compute(impl):
     (layers.Conv(COUT, 0), 'kernel_size'),
     (layers.Conv(COUT, 3, impl='im2col'), 'impl'),
     (layers.Conv(COUT, 3, impl='phases'), 'impl'),  # a ConvTranspose form only
+    (layers.ConvTranspose(COUT, 3, 2, 1, impl='shifted'), 'impl'),  # a Conv form only
     (layers.Conv(COUT, 9, padding='VALID'), 'larger than the padded input'),
 ])
 def test_unsupported_settings_raise(module, match):

@@ -116,14 +116,17 @@ def test_skip_connections_carry_encoder_features_into_the_decoder():
   np.testing.assert_array_equal(plain, decode(variables, deepest))
 
 
-def test_fast_and_native_conv_impls_compute_the_same_model():
+@pytest.mark.parametrize('conv_impl,conv_transpose_impl', [
+    ('fast', 'fast'), ('patches', 'shared'), ('shifted', 'scatter'), ('patches', 'phases')])
+def test_rewritten_conv_impls_compute_the_same_model(conv_impl, conv_transpose_impl):
   config = base_config().model
-  config.encoder_features = (4, 8)
-  config.conv_transpose_impl = 'native'
+  # Decoder (8, 8, 16): its output conv 16 -> 1 is one 'fast' runs as 'shifted'.
+  config.encoder_features = (16, 8)
+  config.conv_impl = config.conv_transpose_impl = 'native'
   native = build_model(config, (8, 8, 1))
   variables, x = _init(native, (2, 8, 8, 1))
-  config.conv_impl = config.conv_transpose_impl = 'fast'
-  fast = build_model(config, (8, 8, 1))
+  config.conv_impl, config.conv_transpose_impl = conv_impl, conv_transpose_impl
+  rewritten = build_model(config, (8, 8, 1))
   a = _jit(lambda v, x: native.apply(v, x, sample=False)['logits'])(variables, x)
-  b = _jit(lambda v, x: fast.apply(v, x, sample=False)['logits'])(variables, x)
+  b = _jit(lambda v, x: rewritten.apply(v, x, sample=False)['logits'])(variables, x)
   np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

@@ -5,23 +5,29 @@ is accepted) and own the same parameters whatever `impl` is: 'kernel' of shape
 [k, k, C_in, C_out] and 'bias' of shape [C_out]. Switching `impl` therefore changes only speed,
 never the function or a checkpoint.
 
+XLA:CPU runs convolutions through its own Eigen kernels but matmuls through fast GEMM libraries
+(see PERF_NOTES.md), so the rewrites turn each layer into matmuls plus data movement; which
+wins depends on the layer. `Conv` offers:
+
 - impl='native' uses `lax.conv_general_dilated`, the form XLA knows best on GPU and TPU.
-- impl='fast' rewrites the convolution as patch extraction (k*k strided slices and one concat)
-  followed by a single matmul. XLA:CPU runs convolutions through slow Eigen kernels but matmuls
-  through fast GEMM libraries, which makes this several times faster on CPU (see
-  PERF_NOTES.md). The patch extraction carries a `jax.custom_vjp` whose backward is its exact
+- impl='patches' is patch extraction (k*k strided slices and one concat) followed by a single
+  matmul. The patch extraction carries a `jax.custom_vjp` whose backward is its exact
   transpose, a sum of dilated, shifted copies of the cotangent, because autodiff's own transpose
   of the concat of slices is much slower.
+- impl='shifted' is one matmul from Cin to every tap's partial output (k*k*Cout channels), then
+  the sum of those read at their taps' offsets: a small buffer where Cout is small.
+- impl='fast' picks one of the three per layer by a rule fitted to CPU timings
+  (`fast_conv_form`).
 
 `ConvTranspose` has PyTorch's ConvTranspose2d ("scatter") semantics,
 
   y[s*i + t - p] += x[i] * kernel[t]   (per spatial axis),
 
-and its rewrites compute the s*s output phases (o mod s) from the undilated input, each phase a
-stride-1 convolution run as patches and a matmul, then interleave them (depth-to-space). This
-avoids both the input dilation, which wastes (s*s - 1)/(s*s) of the work on zeros, and the weight
-gradient of an input-dilated convolution, the slowest op on XLA:CPU. The forms differ in how the
-phases share work:
+and its phase rewrites compute the s*s output phases (o mod s) from the undilated input, each
+phase a stride-1 convolution run as patches and a matmul, then interleave them
+(depth-to-space). This avoids both the input dilation, which wastes (s*s - 1)/(s*s) of the work
+on zeros, and the weight gradient of an input-dilated convolution, the slowest op on XLA:CPU.
+The forms differ in how the phases share work:
 
 - 'fused': one patch buffer over the union of all phases' taps and one matmul with s*s*C_out
   columns. Phases with fewer taps multiply zeros: 9/4 of the needed work at k=4, s=2, p=1 and
@@ -31,7 +37,10 @@ phases share work:
 - 'shared': one buffer and one matmul like 'fused', on a grid shifted so that every phase's taps
   fit the smallest window (ceil(k/s) taps per axis at k=4, s=2, for one extra grid row and
   column). 'fused' is one of the layouts it chooses from.
-- 'fast': 'phases' or 'shared' per geometry, by a cost model fitted to CPU timings
+- 'scatter': no phases: one matmul from Cin to every tap's contribution (k*k*Cout channels),
+  then their scatter-add into the output, the exact transpose of patch extraction (and, as a
+  custom_vjp, with patch extraction as its backward).
+- 'fast': 'phases', 'shared' or 'scatter' per geometry, by a cost model fitted to CPU timings
   (`fast_conv_transpose_form`).
 """
 
@@ -51,8 +60,8 @@ Array = jax.Array
 Dtype = Any
 Initializer = Callable[..., Array]
 
-IMPLS = ('native', 'fast')
-CONV_TRANSPOSE_IMPLS = ('native', 'fast', 'fused', 'phases', 'shared')
+IMPLS = ('native', 'fast', 'patches', 'shifted')
+CONV_TRANSPOSE_IMPLS = ('native', 'fast', 'fused', 'phases', 'shared', 'scatter')
 _DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
 
 
@@ -230,6 +239,159 @@ def extract_patches(x: Array, window: int | Window, strides: int,
   return _extract_patches(x, win, int(strides), pads)
 
 
+# Tap-major forms: one matmul gives every kernel tap's partial result, [T, C, B, H, W] with
+# T = k*k taps, and the convolution is their sum, each tap read (Conv) or written (ConvTranspose)
+# at its own offset. Spatial axes last keep each tap's strided slice or dilating pad contiguous; in
+# NHWC with only k*k*C channels (C = 1 or 3) the same slices pick a few channels out of each
+# pixel and ran ~1.5x slower.
+
+
+def _read_taps(a: Array, window: Window, strides: int,
+               pads: tuple[tuple[int, int], tuple[int, int]], grid: tuple[int, int],
+               tap_axis: bool) -> list[Array]:
+  """Per tap (i, j): a, zero padded on its last two axes, read at rows i + s*m, m < grid.
+
+  With `tap_axis`, a is [T, ...] and tap n reads only a[n]; otherwise every tap reads all of a.
+  """
+  (lo_h, hi_h), (lo_w, hi_w) = pads
+  win_h, win_w = window
+  lead = a.shape[:-2]
+  ap = lax.pad(a, jnp.zeros((), a.dtype),
+               ((0, 0, 0),) * len(lead) + ((lo_h, hi_h, 0), (lo_w, hi_w, 0)))
+  taps = []
+  for i in range(win_h):
+    for j in range(win_w):
+      start = (0,) * len(lead) + (i, j)
+      limit = lead + (i + strides * (grid[0] - 1) + 1, j + strides * (grid[1] - 1) + 1)
+      if tap_axis:
+        n = i * win_w + j
+        start, limit = (n,) + start[1:], (n + 1,) + limit[1:]
+      tap = lax.slice(ap, start, limit, (1,) * len(lead) + (strides, strides))
+      taps.append(tap[0] if tap_axis else tap)
+  return taps
+
+
+def _write_taps(g: Array, window: Window, strides: int,
+                pads: tuple[tuple[int, int], tuple[int, int]], hw: tuple[int, int],
+                tap_axis: bool) -> list[Array]:
+  """The transpose of `_read_taps` tap by tap: g (or g[n]) moved to where tap (i, j) read it.
+
+  Each is [..., H, W] with hw = (H, W): tap (i, j) read rows i - lo + s*m, and one dilating pad
+  puts g[..., m, :] there.
+  """
+  h, w = hw
+  win_h, win_w = window
+  grid = g.shape[-2:]
+  zero = jnp.zeros((), g.dtype)
+  lead = g.shape[1:-2] if tap_axis else g.shape[:-2]
+  pieces = []
+  for i in range(win_h):
+    for j in range(win_w):
+      row0 = i - pads[0][0]
+      col0 = j - pads[1][0]
+      pieces.append(lax.pad(g[i * win_w + j] if tap_axis else g, zero, ((0, 0, 0),) * len(lead) + (
+          (row0, h - row0 - (strides * (grid[0] - 1) + 1), strides - 1),
+          (col0, w - col0 - (strides * (grid[1] - 1) + 1), strides - 1))))
+  return pieces
+
+
+def _sum(arrays: list[Array]) -> Array:
+  # One chain of adds, which XLA fuses with the pads or slices into a single loop.
+  return functools.reduce(jnp.add, arrays)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _sum_read_taps(z: Array, window: Window, strides: int,
+                   pads: tuple[tuple[int, int], tuple[int, int]]) -> Array:
+  grid = tuple(_patch_geometry(n, w, strides, p)
+               for n, w, p in zip(z.shape[-2:], window, pads, strict=True))
+  return _sum(_read_taps(z, window, strides, pads, grid, tap_axis=True))
+
+
+def _sum_read_taps_fwd(z, window, strides, pads):
+  return _sum_read_taps(z, window, strides, pads), jnp.zeros(z.shape[-2:] + (0,), z.dtype)
+
+
+def _sum_read_taps_bwd(window, strides, pads, shape_carrier, g):
+  # Autodiff would pad every tap's slice to the whole [T, ...] array and sum those.
+  return (jnp.stack(_write_taps(g, window, strides, pads, shape_carrier.shape[:2],
+                                tap_axis=False)),)
+
+
+_sum_read_taps.defvjp(_sum_read_taps_fwd, _sum_read_taps_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
+def _sum_written_taps(z: Array, window: Window, strides: int,
+                      pads: tuple[tuple[int, int], tuple[int, int]], hw: tuple[int, int]) -> Array:
+  return _sum(_write_taps(z, window, strides, pads, hw, tap_axis=True))
+
+
+def _sum_written_taps_fwd(z, window, strides, pads, hw):
+  return _sum_written_taps(z, window, strides, pads, hw), None
+
+
+def _sum_written_taps_bwd(window, strides, pads, hw, _, g):
+  # Autodiff's transpose of the pads would be slices of a pad-sum; this is one stack of slices.
+  grid = tuple(_patch_geometry(n, w, strides, p) for n, w, p in zip(hw, window, pads, strict=True))
+  return (jnp.stack(_read_taps(g, window, strides, pads, grid, tap_axis=False)),)
+
+
+_sum_written_taps.defvjp(_sum_written_taps_fwd, _sum_written_taps_bwd)
+
+
+def _check_taps(name: str, z: Array, window: int | Window, pads) -> tuple[Window, tuple]:
+  win = (window, window) if isinstance(window, (int, np.integer)) else tuple(window)
+  if min(win) < 1:
+    raise ValueError(f'{name} needs a window >= 1, got {window}')
+  if z.ndim < 3 or z.shape[0] != win[0] * win[1]:
+    raise ValueError(f'{name} expects [k_h*k_w, ..., H, W] for window {window}, got shape '
+                     f'{z.shape}')
+  return (int(win[0]), int(win[1])), tuple((int(lo), int(hi)) for lo, hi in pads)
+
+
+def sum_read_taps(z: Array, window: int | Window, strides: int,
+                  pads: tuple[tuple[int, int], tuple[int, int]]) -> Array:
+  """The sum over taps (i, j) of z[i*k_w + j] read as patch offset (i, j) reads its input.
+
+  y[..., m] = sum_(i, j) z_pad[i*k_w + j, ..., s*m + (i, j)]: with z[t] = x @ kernel[t] this is
+  the convolution of x, from per-tap partial outputs instead of input patches.
+
+  Args:
+    z: [k_h*k_w, ..., H, W].
+    window, strides, pads: as for `extract_patches` (pads of the last two axes).
+
+  Returns:
+    [..., Ho, Wo], the sizes `extract_patches` gives.
+  """
+  win, pads = _check_taps('sum_read_taps', z, window, pads)
+  for size, w, pad in zip(z.shape[-2:], win, pads, strict=True):
+    if _patch_geometry(size, w, strides, pad) < 1:
+      raise ValueError(f'window {window} does not fit input {z.shape[-2:]} padded by {pads}')
+  return _sum_read_taps(z, win, int(strides), pads)
+
+
+def sum_written_taps(z: Array, window: int | Window, strides: int,
+                     pads: tuple[tuple[int, int], tuple[int, int]],
+                     hw: tuple[int, int]) -> Array:
+  """Col2im, the transpose of patch extraction: adds z[i*k_w + j] back where tap (i, j) read.
+
+  Args:
+    z: [k_h*k_w, ..., Ho, Wo], one patch grid per tap.
+    window, strides, pads: those of the patch extraction being transposed.
+    hw: (H, W) of the array the patches were (notionally) read from.
+
+  Returns:
+    [..., H, W].
+  """
+  win, pads = _check_taps('sum_written_taps', z, window, pads)
+  for size, grid, w, pad in zip(hw, z.shape[-2:], win, pads, strict=True):
+    if _patch_geometry(size, w, strides, pad) != grid:
+      raise ValueError(f'{z.shape[-2:]} patches of window {window}, stride {strides} and pads '
+                       f'{pads} do not come from an input of size {hw}')
+  return _sum_written_taps(z, win, int(strides), pads, (int(hw[0]), int(hw[1])))
+
+
 def _phase_kernel_indices(kernel_size: int, strides: int, crop_lo: int) -> tuple[np.ndarray, int]:
   """Static gather table for the phase decomposition of one spatial axis.
 
@@ -275,12 +437,31 @@ def conv_native(x: Array, kernel: Array, strides: int,
                                   dimension_numbers=_DIMENSION_NUMBERS)
 
 
-def conv_fast(x: Array, kernel: Array, strides: int,
-              pads: tuple[tuple[int, int], tuple[int, int]]) -> Array:
+def conv_patches(x: Array, kernel: Array, strides: int,
+                 pads: tuple[tuple[int, int], tuple[int, int]]) -> Array:
   """Same result as `conv_native`, as patch extraction and one matmul."""
   k, _, cin, cout = kernel.shape
   patches = extract_patches(x, k, strides, pads)
   return jnp.dot(patches, kernel.reshape(k * k * cin, cout))
+
+
+def _tap_outputs(x: Array, kernel: Array) -> Array:
+  """Every tap's partial result x @ kernel[i, j], tap-major: [k*k, Cout, B, H, W]."""
+  k, _, cin, cout = kernel.shape
+  return jnp.einsum('bhwc,ctf->tfbhw', x, kernel.transpose(2, 0, 1, 3).reshape(cin, k * k, cout))
+
+
+def conv_shifted(x: Array, kernel: Array, strides: int,
+                 pads: tuple[tuple[int, int], tuple[int, int]]) -> Array:
+  """Same result as `conv_native`: one matmul to every tap's partial output, then their sum.
+
+  `sum_read_taps` adds tap (i, j)'s output read at offset (i, j). Its buffer holds k*k*Cout
+  values per input point where the patch form's holds k*k*Cin per output point, so it can win
+  for few output channels at stride 1 (a decoder's conv to the image); at stride s it does s*s
+  times the multiply-adds.
+  """
+  y = sum_read_taps(_tap_outputs(x, kernel), kernel.shape[0], strides, pads)
+  return y.transpose(1, 2, 3, 0)
 
 
 def conv_transpose_native(x: Array, kernel: Array, strides: int, crop_lo: tuple[int, int],
@@ -465,27 +646,52 @@ def conv_transpose_shared(x: Array, kernel: Array, strides: int, crop_lo: tuple[
 # of 1 the measured winner flips with batch size and machine load, so the upper end is used:
 # ties go to the single matmul, which has fewer ops to compile.
 _PATCH_ELEMENT_COST = 100
+# The same for an element of the tap buffer of 'scatter' ('shifted' for Conv): the matmul's
+# output, scatter-added (or read) k*k times and rebuilt by its backward. Fitted to the same
+# benchmark, with the decoder layers of our configs: 100-200 fit; below 150 'scatter' takes the
+# SAAAE 8x8 256->128 layer, which it runs 15% slower than 'shared'.
+_TAP_ELEMENT_COST = 150
+# 'scatter' and 'shifted' compute in tap-major layout, [.., Cout, B, H, W], and return
+# transposed to NHWC. For a few channels that is a cheap interleave; at Cout = 64 (lfw's 8x8
+# 128->64 transposed conv) XLA carried the channel-major layout into the next layer, whose
+# slices then ran several times slower: the train step took 18% longer although that layer
+# alone ran 1.5x faster as 'scatter'. So the tap-major forms are only for layers to the image.
+_TAP_MAJOR_MAX_FEATURES = 4
 
 
 def fast_conv_transpose_form(kernel_size: int, strides: int, crop_lo: tuple[int, int],
-                             out_size: tuple[int, int], features: int) -> str:
-  """The form impl='fast' runs for this geometry: 'phases' or 'shared'.
+                             out_size: tuple[int, int], features: int,
+                             in_features: int | None = None,
+                             in_size: tuple[int, int] | None = None) -> str:
+  """The form impl='fast' runs for this geometry: 'phases', 'shared' or 'scatter'.
 
-  Both are exact. 'phases' does only the multiply-adds of real taps, but builds a patch buffer
+  All are exact. 'phases' does only the multiply-adds of real taps, but builds a patch buffer
   per phase (k*k*Cin values per output grid point) and runs s*s narrow matmuls (Cout columns);
   'shared' builds one buffer of ceil(k/s)^2 (or the union window's) patches and runs one matmul
   with s*s*Cout columns, paying for zero taps (k mod s != 0) or for one extra grid row and
-  column (k = 4, s = 2). The cost of each is modelled as
+  column (k = 4, s = 2); 'scatter' runs one matmul on the input grid with k*k*Cout columns and
+  scatter-adds its k*k*Cout values per input point. Per batch element their costs are modelled
+  as
 
-    patch-buffer elements * (matmul columns + _PATCH_ELEMENT_COST),
+    phases:  Cin * phase patch elements * (Cout + _PATCH_ELEMENT_COST)
+    shared:  Cin * shared patch elements * (s*s*Cout + _PATCH_ELEMENT_COST)
+    scatter: H*W * k*k*Cout * (Cin + _TAP_ELEMENT_COST)
 
-  in which batch and Cin cancel. 'phases' wins on wide layers at small sizes, where the matmul
-  dominates and 'shared' would pay most for zero taps or its extra grid row (the first decoder
-  stage of SAAAE, restoration and the ResNet VAE: 4x4 inputs, Cout >= 128); 'shared' wins when
-  Cout is small or the grid is large, where building patches dominates (every other decoder
-  layer of our configs). 'fused' (the union window on the unshifted grid) is one of the layouts
-  'shared' chooses from, so it is never the faster one. Measured by
-  `python benchmarks/conv_transpose_forms.py`.
+  (matmul multiply-adds plus the buffer elements built and read back, in multiply-adds).
+  'phases' wins on wide layers at small sizes, where the matmul dominates and 'shared' would pay
+  most for zero taps or its extra grid row (the first decoder stage of SAAAE, restoration and
+  the ResNet VAE: 4x4 inputs, Cout >= 128); 'scatter' where its buffer, k*k*Cout per input
+  point, is the smallest: the layers to the image (Cout 1 or 3), which it ran 1.4-2.2x faster
+  than the next best form (native included). It is considered only for Cout <=
+  _TAP_MAJOR_MAX_FEATURES: alone, it also won most middle stages, but in the train step its
+  channel-major result slowed the next layer down. 'shared' wins everywhere else, where
+  building patches dominates. 'fused' (the union window on the unshifted grid) is one of the
+  layouts 'shared' chooses from, so it is never the faster one. Measured by
+  `python benchmarks/conv_transpose_forms.py --impls native,shared,phases,scatter`.
+
+  in_features (Cin) and in_size (the input's H, W) matter to 'scatter' only; without Cin it is
+  not considered, and in_size defaults to ceil(out_size / s), exact for the layers that upsample
+  by exactly s.
   """
   s = strides
   rows = [-(-out // s) for out in out_size]
@@ -495,14 +701,41 @@ def fast_conv_transpose_form(kernel_size: int, strides: int, crop_lo: tuple[int,
   shared_patches = plans[0][1] * plans[0][4] * plans[1][1] * plans[1][4]
   phase_cost = phase_patches * (features + _PATCH_ELEMENT_COST)
   shared_cost = shared_patches * (s * s * features + _PATCH_ELEMENT_COST)
-  return 'phases' if phase_cost < shared_cost else 'shared'
+  costs = {'shared': shared_cost, 'phases': phase_cost}
+  if in_features is not None and features <= _TAP_MAJOR_MAX_FEATURES:
+    grid = in_size if in_size is not None else rows
+    # The model above divided by Cin; scatter's buffer does not scale with it.
+    costs['scatter'] = (grid[0] * grid[1] * kernel_size**2 * features
+                        * (in_features + _TAP_ELEMENT_COST) / in_features)
+  # min keeps the first of equal costs: ties go to 'shared', one matmul where 'phases' runs s*s,
+  # with fewer ops to compile.
+  return min(costs, key=costs.get)
+
+
+def conv_transpose_scatter(x: Array, kernel: Array, strides: int, crop_lo: tuple[int, int],
+                           out_size: tuple[int, int]) -> Array:
+  """Same result as `conv_transpose_native`, as the definition: one matmul, then scatter-add.
+
+  x @ kernel gives every input point's k*k contributions, and `sum_written_taps` (the transpose
+  of patch extraction, whose own backward is patch extraction) adds them into the output. No
+  phases and no zero taps; its buffer holds k*k*Cout values per input point, so it wins where
+  Cout is small (the decoder's last layer, to the image).
+  """
+  k = kernel.shape[0]
+  s = strides
+  # The output, padded by crop_lo before and by whatever the full scatter result has beyond
+  # out_size after, is what a stride-s k x k patch extraction reads x's grid from.
+  pads = tuple((c, (n - 1) * s + k - out - c)
+               for n, c, out in zip(x.shape[1:3], crop_lo, out_size, strict=True))
+  y = sum_written_taps(_tap_outputs(x, kernel), k, s, pads, out_size)
+  return y.transpose(1, 2, 3, 0)
 
 
 def conv_transpose_fast(x: Array, kernel: Array, strides: int, crop_lo: tuple[int, int],
                         out_size: tuple[int, int]) -> Array:
   """Same result as `conv_transpose_native`, by the form `fast_conv_transpose_form` picks."""
-  k, _, _, cout = kernel.shape
-  form = fast_conv_transpose_form(k, strides, crop_lo, out_size, cout)
+  k, _, cin, cout = kernel.shape
+  form = fast_conv_transpose_form(k, strides, crop_lo, out_size, cout, cin, x.shape[1:3])
   return _CONV_TRANSPOSE_FORMS[form](x, kernel, strides, crop_lo, out_size)
 
 
@@ -512,6 +745,54 @@ _CONV_TRANSPOSE_FORMS = {
     'fused': conv_transpose_fused,
     'phases': conv_transpose_phases,
     'shared': conv_transpose_shared,
+    'scatter': conv_transpose_scatter,
+}
+
+
+# Conv 'patches' against 'native', per patch-buffer element: the patch matmul runs at about
+# _PATCH_MATMUL_SHARE of the time lax's convolution takes for the same multiply-adds, but
+# building, reading and scattering back the buffer costs about _CONV_PATCH_ELEMENT_COST
+# multiply-adds per element. Fitted to benchmarks/conv_forms.py (fwd+bwd, 2-core AVX-512, under
+# load), where 'native' won by 1.45-2.6x on the ResNet blocks' stride-1 convs with Cout <= 128
+# and by 1.2-2x on 9 of the 11 encoder convs with Cout <= 128 (it lost two by 4% and 15%), the
+# two were within 10% at Cout = 256, and 'patches' won by 16% at Cout = 512 (SAAAE's last
+# encoder conv).
+_PATCH_MATMUL_SHARE = 0.7
+_CONV_PATCH_ELEMENT_COST = 80
+
+
+def fast_conv_form(kernel_size: int, strides: int, in_features: int, features: int) -> str:
+  """The form Conv impl='fast' runs for this layer: 'native', 'patches' or 'shifted'.
+
+  All are exact. 'shifted' needs a buffer of k*k*Cout values per input point, against the
+  patch buffer's k*k*Cin per output point, and multiplies s*s times more than needed at stride
+  s; it is only considered for Cout <= _TAP_MAJOR_MAX_FEATURES (see there). At stride 1 with
+  k*k*Cout <= Cin (a decoder's conv to 1 or 3 image channels) it ran 1.6-2.8x
+  faster than 'native', whose convolution runs its few output channels slowly, and 9-15x faster
+  than 'patches'. At k*k*Cout >= 2.25 Cin it was 2-4x slower than 'native'. Otherwise 'patches' is
+  chosen where its modelled cost per buffer element, Cout * _PATCH_MATMUL_SHARE +
+  _CONV_PATCH_ELEMENT_COST, is below 'native''s Cout: for Cout above ~270. Measured by
+  `python benchmarks/conv_forms.py`.
+  """
+  if (strides == 1 and features <= _TAP_MAJOR_MAX_FEATURES
+      and kernel_size * kernel_size * features <= in_features):
+    return 'shifted'
+  patch_cost = features * _PATCH_MATMUL_SHARE + _CONV_PATCH_ELEMENT_COST
+  return 'patches' if patch_cost < features else 'native'
+
+
+def conv_fast(x: Array, kernel: Array, strides: int,
+              pads: tuple[tuple[int, int], tuple[int, int]]) -> Array:
+  """Same result as `conv_native`, by the form `fast_conv_form` picks."""
+  k, _, cin, cout = kernel.shape
+  return _CONV_FORMS[fast_conv_form(k, strides, cin, cout)](x, kernel, strides, pads)
+
+
+_CONV_FORMS = {
+    'native': conv_native,
+    'fast': conv_fast,
+    'patches': conv_patches,
+    'shifted': conv_shifted,
 }
 
 
@@ -525,7 +806,9 @@ class Conv(nn.Module):
     padding: 'SAME' (flax/TensorFlow: output ceil(H / s)), 'VALID', or an int p (PyTorch:
       p zeros on each side, output (H + 2p - k)//s + 1).
     use_bias: add a learned bias.
-    impl: 'native' (lax convolution) or 'fast' (patch extraction + matmul; faster on CPU).
+    impl: 'native' (lax convolution), 'patches' (patch extraction + matmul), 'shifted' (matmul
+      to per-tap outputs + their shifted sum), or 'fast' (the fastest of those on CPU for the
+      layer, `fast_conv_form`).
     dtype: computation dtype; parameters are always stored in float32.
     kernel_init: initializer of the [k, k, Cin, Cout] kernel.
   """
@@ -562,8 +845,7 @@ class Conv(nn.Module):
       if size + lo + hi < k:
         raise ValueError(f'Conv: kernel_size {k} is larger than the padded input '
                          f'({size} + {lo} + {hi}); input shape {x.shape}')
-    conv = conv_fast if self.impl == 'fast' else conv_native
-    y = conv(x, kernel, s, pads)
+    y = _CONV_FORMS[self.impl](x, kernel, s, pads)
     if bias is not None:
       y = y + bias
     return y.reshape(batch_shape + y.shape[1:])
@@ -588,8 +870,8 @@ class ConvTranspose(nn.Module):
     output_padding: extra rows/columns at the end (0 <= output_padding < s); int padding only.
     use_bias: add a learned bias.
     impl: 'native' (input-dilated lax convolution), or one of the phase rewrites, much faster on
-      CPU (module docstring): 'fused', 'phases', 'shared', or 'fast' (the faster of 'phases' and
-      'shared' for the layer's geometry).
+      CPU (module docstring): 'fused', 'phases', 'shared', 'scatter', or 'fast' (the fastest of
+      'phases', 'shared' and 'scatter' for the layer, `fast_conv_transpose_form`).
     dtype: computation dtype; parameters are always stored in float32.
     kernel_init: initializer of the [k, k, Cin, Cout] kernel.
   """
