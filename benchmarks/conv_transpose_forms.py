@@ -81,7 +81,7 @@ def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--reps', type=int, default=15)
-  parser.add_argument('--impls', default='native,fused,phases,shared',
+  parser.add_argument('--impls', default='native,fused,phases,shared,scatter',
                       help=f'comma-separated, from {layers.CONV_TRANSPOSE_IMPLS}')
   parser.add_argument('--only', default='', help='run only shapes whose name contains this')
   args = parser.parse_args(argv)
@@ -101,7 +101,8 @@ def main(argv=None) -> None:
     name, batch, size, cin, cout, k, s, padding, output_padding = shape
     cells = ' | '.join(f'{ms[impl]:.2f}' for impl in impls)
     crop, out = layers.conv_transpose_geometry(size, k, s, padding, output_padding)
-    fast = layers.fast_conv_transpose_form(k, s, (crop, crop), (out, out), cout)
+    fast = layers.fast_conv_transpose_form(k, s, (crop, crop), (out, out), cout, cin,
+                                           (size, size))
     print(f'| {name} | {batch} | {size} | {cin}->{cout} | {cells} | {min(ms, key=ms.get)} | '
           f'{fast} |')
     sys.stdout.flush()
