@@ -2,13 +2,16 @@
 
   python -m jvae.bench [--configs configs/a.py,configs/b.py] [--steps 30] [--warmup 5]
       [--torch | --notorch] [--torch_compile | --notorch_compile] [--output BENCHMARKS_table.md]
-      [--conv_impl native|fast] [--conv_transpose_impl native|fast]
+      [--conv_impl native|fast|patches|shifted]
+      [--conv_transpose_impl native|fast|fused|phases|shared|scatter]
   python -m jvae.bench --check [--configs ...]     # the twin's equality checks; exit 1 on failure
 
 Each config runs in its own subprocess (`python -m jvae.bench --single <config>`, which prints one
-JSON line), so that its peak RSS is its own. Configs run at their native image shape and batch
-size; a config whose data cannot be opened here (a placeholder folder, an unprepared TFDS set)
-is fed random uint8 images of its `data.image_size` and `data.channels` instead, and says so.
+JSON line), so that its peak RSS is its own; with torch, the twin's memory is measured in one more
+fresh subprocess per form (`--torch_memory eager|compile`), so that no framework's or form's peak
+hides another's. Configs run at their native image shape and batch size; a config whose data
+cannot be opened here (a placeholder folder, an unprepared TFDS set) is fed random uint8 images
+of its `data.image_size` and `data.channels` instead, and says so.
 By default every `configs/*.py` except `test.py` and sweeps (files defining `sweep`) is run.
 
 What is measured, per config, in this order:
@@ -31,9 +34,28 @@ What is measured, per config, in this order:
   NCHW batches prepared once, so it leaves out what the JAX step does first: the uint8 -> float
   conversion, dynamic binarization and the input corruption of denoising configs (the notes say
   which). JAX/torch ratios above 1 mean JAX is slower.
-- JAX peak RSS MB: the subprocess's `ru_maxrss` after every JAX step above and before torch is
-  imported. torch RSS MB: the resident set (VmRSS) after the torch steps minus just before torch
-  was imported: the extra memory torch, the twin, its optimizer and compiled graphs hold.
+- Memory, per framework, each in a fresh process of its own. Baseline: the resident set
+  (VmRSS) once the framework and the model code are imported and the inputs exist, after a
+  throwaway train step of a one-conv model (`warm_up_jax`, `warm_up_torch`: what a framework
+  loads on first use, such as the torch._dynamo and sympy that torch.optim imports, does not grow
+  with the model; the JSON rows keep it as *_warm_up_mb), before any model is built. Peak: VmHWM
+  after the warm-up and timed steps, reset to the baseline through /proc/self/clear_refs so that
+  earlier transients do not count (ru_maxrss where /proc is missing). JAX peak RSS MB is the
+  whole process's peak; model MB = peak - baseline: parameters, optimizer state, activations,
+  and compiled code (JAX) or autograd graphs (torch). JAX ÷ eager/compile memory is JAX model MB
+  over the twin's.
+  JAX: the `--single` process; baseline after the data is open, the XLA client is up and the
+  first batch is read (the twin holds no dataset); peak after the warm-up and the pipeline and
+  resident blocks above, before torch is imported.
+  torch: `--torch_memory eager` and `--torch_memory compile`, the same warm-up + timed steps of
+  one form on random batches of the config's shape, the twin keeping its own torch
+  initialisation (JAX-initialised weights would start JAX in the process being measured; the
+  loss equality is --check's). These processes carry JAX's libraries too, because
+  jvae.torch_twin imports jvae.models (flax, JAX): they are in the baseline, and subtracting the
+  baseline is what makes model MB comparable across frameworks. The compile form's warm-up step
+  goes through torch.compile, so its baseline holds dynamo and inductor, and its model MB the
+  model's graphs and generated code, as JAX's holds its compiled step (inductor's compile
+  workers and C++ compiler are other processes, not counted; XLA compiles in-process).
 
 Times depend on machine load: compare numbers from one run, where variants alternate.
 """
@@ -41,6 +63,7 @@ Times depend on machine load: compare numbers from one run, where variants alter
 from __future__ import annotations
 
 import dataclasses
+import gc
 import importlib.util
 import json
 import math
@@ -72,8 +95,12 @@ def define_flags() -> None:
   flags.DEFINE_integer('torch_threads', 0, 'torch.set_num_threads for the twin; 0 keeps '
                        "torch's default (one per physical core).", lower_bound=0)
   flags.DEFINE_string('output', None, 'Also write the Markdown table to this file.')
-  flags.DEFINE_enum('conv_impl', None, ['native', 'fast'], 'Override model.conv_impl.')
-  flags.DEFINE_enum('conv_transpose_impl', None, ['native', 'fast'],
+  # jvae.config holds the layers' impl lists without importing jax (tests/test_layers.py
+  # checks that they match).
+  from jvae.config import CHOICES
+  flags.DEFINE_enum('conv_impl', None, list(CHOICES['model.conv_impl']),
+                    'Override model.conv_impl.')
+  flags.DEFINE_enum('conv_transpose_impl', None, list(CHOICES['model.conv_transpose_impl']),
                     'Override model.conv_transpose_impl.')
   flags.DEFINE_boolean('check', False, 'Check the twin against the JAX model (same loss from the '
                        'same weights, same parameters after --check_steps real train steps) '
@@ -82,6 +109,11 @@ def define_flags() -> None:
   flags.DEFINE_string('single', None, 'Internal: run one config in this process and print one '
                       'JSON line.')
   flags.DEFINE_integer('timeout', 3600, 'Seconds allowed per config subprocess.', lower_bound=1)
+  flags.DEFINE_enum('torch_memory', None, ['eager', 'compile'], 'Internal, with --single: '
+                    "measure the torch twin's memory alone in this process and print one JSON "
+                    'line.')
+  flags.DEFINE_list('image_shape', None, 'Internal, with --torch_memory: H,W,C of the images '
+                    '(from the JAX run, so that this process opens no data).')
 
 
 # --check tolerances. The loss from the same weights: relative difference LOSS_RTOL (float32
@@ -146,21 +178,102 @@ def _override(config, conv_impl: str | None, conv_transpose_impl: str | None):
 # ------------------------------------------------------------------------------------- memory
 
 
-def peak_rss_mb() -> float:
-  """This process's peak resident set (ru_maxrss; kilobytes on Linux) in MB."""
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def current_rss_mb() -> float:
+def _proc_status_mb(field: str) -> float | None:
   try:
     with open('/proc/self/status') as f:
       for line in f:
-        if line.startswith('VmRSS:'):
+        if line.startswith(f'{field}:'):
           return int(line.split()[1]) / 1024
   except OSError:
     pass
+  return None
+
+
+def peak_rss_mb() -> float:
+  """This process's peak resident set in MB: VmHWM, which `reset_peak_rss` can reset, else
+  ru_maxrss (kilobytes on Linux), which also keeps the peak of the image before exec()."""
+  peak = _proc_status_mb('VmHWM')
+  if peak is not None:
+    return peak
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_peak_rss() -> bool:
+  """Resets VmHWM to the current resident set (Linux's clear_refs '5'), so that a later
+  `peak_rss_mb` is the peak since now; False where that is not possible."""
+  try:
+    with open('/proc/self/clear_refs', 'w') as f:
+      f.write('5')
+  except OSError:
+    return False
+  return _proc_status_mb('VmHWM') is not None
+
+
+def current_rss_mb() -> float:
+  rss = _proc_status_mb('VmRSS')
+  if rss is not None:
+    return rss
   import psutil  # The bench extra; only where /proc is missing.
   return psutil.Process().memory_info().rss / 2**20
+
+
+def memory_baseline(warm_up=None) -> dict[str, Any]:
+  """The resident set after `warm_up()`, as the baseline of a memory measurement, with the peak
+  reset to it (so that an earlier transient, e.g. decoding a dataset, does not count as model
+  memory). 'warm_up_mb' is what the warm-up added."""
+  before = current_rss_mb()
+  if warm_up is not None:
+    warm_up()
+  gc.collect()
+  rss = current_rss_mb()
+  return {'baseline_rss_mb': rss, 'warm_up_mb': rss - before, 'peak_reset': reset_peak_rss()}
+
+
+def memory_since(baseline: dict[str, Any]) -> dict[str, Any]:
+  """Peak RSS and model memory (peak - baseline) since `memory_baseline()`."""
+  peak = peak_rss_mb()
+  return {'peak_rss_mb': peak, 'baseline_rss_mb': baseline['baseline_rss_mb'],
+          'model_mb': peak - baseline['baseline_rss_mb'], 'warm_up_mb': baseline['warm_up_mb'],
+          'peak_reset': baseline['peak_reset']}
+
+
+def warm_up_jax() -> None:
+  """A throwaway jitted gradient and Adam step of a one-conv model.
+
+  Parts of each framework load on first use: torch.optim imports torch._dynamo and sympy
+  (~70 MB) when the first optimizer is built, the first backward and convolution start thread
+  pools and kernel libraries, XLA initialises its compiler. Those do not grow with the model, so
+  both frameworks run such a step before their baseline (see `warm_up_torch`).
+  """
+  import jax
+  import jax.numpy as jnp
+  import optax
+  params = {'kernel': jnp.ones((3, 3, 1, 2)), 'dense': jnp.ones((128, 1))}
+  x = jnp.ones((2, 8, 8, 1))
+  optimizer = optax.adam(1e-3)
+
+  def step(params, opt_state):
+    def loss(p):
+      y = jax.lax.conv_general_dilated(x, p['kernel'], (1, 1), 'SAME',
+                                       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+      return jnp.sum(y.reshape(2, -1) @ p['dense'])
+    updates, opt_state = optimizer.update(jax.grad(loss)(params), opt_state)
+    return optax.apply_updates(params, updates), opt_state
+
+  jax.block_until_ready(jax.jit(step)(params, optimizer.init(params)))
+
+
+def warm_up_torch(compile: bool) -> None:
+  """`warm_up_jax`'s step in torch, eager or through torch.compile (which then has imported
+  dynamo and inductor)."""
+  import torch
+  model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1), torch.nn.Flatten(),
+                              torch.nn.Linear(128, 1))
+  optimizer = torch.optim.Adam(model.parameters())
+  forward = torch.compile(model) if compile else model
+  forward(torch.ones(2, 1, 8, 8)).sum().backward()
+  torch.nn.utils.clip_grad_norm_(list(model.parameters()), 1.0)
+  optimizer.step()
 
 
 def torch_available() -> bool:
@@ -183,6 +296,7 @@ class JaxSetup:
   train_iter: Any
   compile_seconds: float
   synthetic_data: str  # '' or why the data is synthetic
+  memory_baseline: dict = dataclasses.field(default_factory=dict)  # see setup_jax
 
   def step(self, batch) -> float:
     """One train step on `batch`, timed to completion, in ms."""
@@ -262,24 +376,31 @@ def make_experiment(config):
     return experiment, f'synthetic data ({reason[:120]})'
 
 
-def setup_jax(config) -> JaxSetup:
-  """Builds the experiment and state, and compiles the train step (timed)."""
+def setup_jax(config, measure_memory: bool = False) -> JaxSetup:
+  """Builds the experiment and state, and compiles the train step (timed).
+
+  With `measure_memory`, the memory baseline (`memory_baseline` after `warm_up_jax`) is taken
+  once the data is open, the input pipeline has made its first batch and the XLA client is up,
+  before any parameter exists: the torch twin's memory run holds no dataset, so only what the
+  model costs (parameters, optimizer state, the compiled step and its buffers) is counted past it.
+  """
   import jax
 
   from jvae import parallel
   from jvae.data import pipeline
   experiment, synthetic = make_experiment(config)
   key = jax.random.key(config.seed)
-  state = experiment.init_state(jax.random.fold_in(key, 0))
   train_iter = pipeline.train_iterator(experiment.train_source, config.data,
                                        config.train.batch_size, config.seed)
   resident = parallel.global_batch(next(train_iter), experiment.mesh)
+  baseline = memory_baseline(warm_up_jax) if measure_memory else {}
+  state = experiment.init_state(jax.random.fold_in(key, 0))
   step_key = jax.random.fold_in(key, 1)
   start = time.perf_counter()
   compiled = experiment.train_step.lower(state, resident, step_key).compile()
   compile_seconds = time.perf_counter() - start
   return JaxSetup(config, experiment, state, step_key, compiled, resident, train_iter,
-                  compile_seconds, synthetic)
+                  compile_seconds, synthetic, baseline)
 
 
 def _median(values: list[float]) -> float:
@@ -340,7 +461,7 @@ def benchmark_config(spec: str, steps: int = 30, warmup: int = 5, use_torch: boo
 
   from jvae.train_state import count_parameters
   config = _override(load_config(spec), conv_impl, conv_transpose_impl)
-  jax_setup = setup_jax(config)
+  jax_setup = setup_jax(config, measure_memory=True)
   for _ in range(warmup):
     jax_setup.resident_step()
     jax_setup.pipeline_step()
@@ -358,11 +479,15 @@ def benchmark_config(spec: str, steps: int = 30, warmup: int = 5, use_torch: boo
       'steps': steps, 'warmup': warmup, 'jax_version': jax.__version__,
       'notes': [jax_setup.synthetic_data] if jax_setup.synthetic_data else [],
   }
-  row['jax_peak_rss_mb'] = peak_rss_mb()
+  # Before torch is imported: this process's memory is JAX's alone up to here.
+  memory = memory_since(jax_setup.memory_baseline)
+  row.update(jax_peak_rss_mb=memory['peak_rss_mb'], jax_baseline_rss_mb=memory['baseline_rss_mb'],
+             jax_model_mb=memory['model_mb'], jax_warm_up_mb=memory['warm_up_mb'])
+  if not memory['peak_reset']:
+    row['notes'].append(_NO_PEAK_RESET)
 
   runners = {'jax': jax_setup.resident_step}
   if use_torch:
-    rss_before = current_rss_mb()
     twin_runners, twin_info = _torch_runners(jax_setup, warmup, torch_compile, torch_threads)
     runners.update(twin_runners)
     row.update(twin_info)
@@ -378,10 +503,79 @@ def benchmark_config(spec: str, steps: int = 30, warmup: int = 5, use_torch: boo
     if name in times:
       row[f'{name}_ms'] = _median(times[name])
       row[f'jax_over_{name}'] = row['jax_ms'] / row[f'{name}_ms']
-  if use_torch:
-    row['torch_rss_mb'] = current_rss_mb() - rss_before
-    row['peak_rss_mb'] = peak_rss_mb()
   return row
+
+
+_NO_PEAK_RESET = ('peak RSS could not be reset at the baseline (no /proc/self/clear_refs): '
+                  'model memory may include a peak from before it')
+
+
+def torch_memory(spec: str, variant: str, image_shape: tuple[int, int, int], steps: int = 30,
+                 warmup: int = 5, torch_threads: int = 0) -> dict[str, Any]:
+  """The twin's memory in this process: `warmup` + `steps` train steps, eager or compiled.
+
+  For a fresh process of its own (`--torch_memory`). The twin keeps torch's own initialisation
+  and trains on random batches of the config's shape: loading JAX weights would bring up JAX
+  (its client, the init computation) in the process being measured, and the values change
+  neither the memory nor the time of a step. The baseline is taken after torch, the twin's code
+  (which imports jvae.models, hence flax and JAX) and the batch exist and `warm_up_torch` has
+  run, before the twin is built.
+  """
+  import torch
+
+  from jvae import torch_twin
+  assert variant in ('eager', 'compile'), variant
+  config = load_config(spec)
+  result: dict[str, Any] = {'config': config_name(spec), 'variant': variant}
+  try:
+    torch_twin.check_supported(config.model)
+  except torch_twin.UnsupportedModel as e:
+    return {**result, 'error': f'no twin: {e}'}
+  if torch_threads:
+    torch.set_num_threads(torch_threads)
+  torch.manual_seed(config.seed)
+  height, width, channels = (int(d) for d in image_shape)
+  shape = (config.train.batch_size, channels, height, width)
+  x, target = torch.rand(shape), torch.rand(shape)
+  labels = (torch.randint(0, config.model.num_classes, shape[:1])
+            if config.model.conditioning != 'none' else None)
+  beta = 1.0
+  baseline = memory_baseline(lambda: warm_up_torch(variant == 'compile'))
+  twin = torch_twin.build_twin(config.model, (height, width, channels))
+  trainer = torch_twin.TwinTrainer(twin, config, compile=variant == 'compile')
+  # As in the timing run: the compiled form's first step compiles, even without warm-up.
+  runs = warmup + steps if variant == 'eager' else max(warmup, 1) + steps
+  try:
+    for _ in range(runs):
+      trainer.step(x, target, labels, beta)
+  except Exception as e:  # noqa: BLE001 - a missing compiler etc.: report it in the row
+    return {**result, 'error': f'{type(e).__name__}: {str(e).splitlines()[0][:200]}'}
+  result.update(memory_since(baseline), steps=runs, torch_threads=torch.get_num_threads())
+  try:
+    from jax._src import xla_bridge  # private, hence guarded: only a sanity flag
+    result['jax_backend_initialized'] = bool(xla_bridge.backends_are_initialized())
+  except (ImportError, AttributeError):
+    pass
+  return result
+
+
+def add_torch_memory(row: dict[str, Any], variant: str, memory: dict[str, Any]) -> None:
+  """Merges a `torch_memory` result into the config's row, with JAX's ratio to it."""
+  name = f'torch_{variant}'
+  if 'error' in memory:
+    row.setdefault('notes', []).append(f'{name} memory run failed: {memory["error"]}')
+    return
+  row[f'{name}_peak_rss_mb'] = memory['peak_rss_mb']
+  row[f'{name}_baseline_rss_mb'] = memory['baseline_rss_mb']
+  row[f'{name}_model_mb'] = memory['model_mb']
+  row[f'{name}_warm_up_mb'] = memory['warm_up_mb']
+  if not memory.get('peak_reset', True) and _NO_PEAK_RESET not in row.get('notes', []):
+    row.setdefault('notes', []).append(_NO_PEAK_RESET)
+  if memory.get('jax_backend_initialized'):
+    # Would put JAX's runtime in the twin's model MB; torch_memory is meant not to start it.
+    row.setdefault('notes', []).append(f'{name} memory run started the JAX backend')
+  if 'jax_model_mb' in row and memory['model_mb'] > 0:
+    row[f'jax_model_over_{name}_model'] = row['jax_model_mb'] / memory['model_mb']
 
 
 def _torch_runners(jax_setup: JaxSetup, warmup: int, torch_compile: bool,
@@ -678,12 +872,15 @@ def format_table(rows: list[dict[str, Any]]) -> str:
   """The benchmark rows as a Markdown table, with the notes below it."""
   header = ('| config | batch | image | params | JAX ms/step | JAX img/s | compile s | '
             'pipeline overhead % | torch eager ms/step | torch.compile ms/step | '
-            'JAX ÷ eager | JAX ÷ compile | JAX peak RSS MB | torch RSS MB |')
-  lines = [header, '|' + '---|' * header.count(' | ') + '---|']
+            'JAX ÷ eager | JAX ÷ compile | JAX peak RSS MB | JAX model MB | '
+            'torch eager model MB | torch.compile model MB | JAX ÷ eager memory | '
+            'JAX ÷ compile memory |')
+  columns = header.count(' | ') + 1
+  lines = [header, '|' + '---|' * columns]
   notes = []
   for row in rows:
     if 'error' in row:
-      lines.append(f'| {row["config"]} | ' + ' | '.join(['–'] * 13) + ' |')
+      lines.append(f'| {row["config"]} | ' + ' | '.join(['–'] * (columns - 1)) + ' |')
       notes.append(f'{row["config"]}: failed: {row["error"]}')
       continue
     shape = 'x'.join(str(d) for d in row['image_shape'])
@@ -692,7 +889,10 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         _fmt(row['jax_img_s'], 0), _fmt(row['compile_s']), _fmt(row['pipeline_overhead_pct']),
         _fmt(row.get('torch_eager_ms')), _fmt(row.get('torch_compile_ms')),
         _fmt(row.get('jax_over_torch_eager'), 2), _fmt(row.get('jax_over_torch_compile'), 2),
-        _fmt(row['jax_peak_rss_mb'], 0), _fmt(row.get('torch_rss_mb'), 0)]) + ' |')
+        _fmt(row['jax_peak_rss_mb'], 0), _fmt(row.get('jax_model_mb'), 0),
+        _fmt(row.get('torch_eager_model_mb'), 0), _fmt(row.get('torch_compile_model_mb'), 0),
+        _fmt(row.get('jax_model_over_torch_eager_model'), 2),
+        _fmt(row.get('jax_model_over_torch_compile_model'), 2)]) + ' |')
     row_notes = list(row.get('notes', []))
     if row.get('twin', 'yes') != 'yes':
       row_notes.append(row['twin'])
@@ -711,9 +911,15 @@ def format_table(rows: list[dict[str, Any]]) -> str:
                'and torch steps alternate. JAX ÷ eager/compile: JAX ms/step over torch ms/step '
                '(> 1: JAX is slower). compile s: lower + compile of the JAX train step. Pipeline '
                'overhead: grain-fed blocks of steps (dispatched as the trainer does) over '
-               'device-resident-batch blocks, minus 1. JAX peak RSS: ru_maxrss before torch is '
-               'imported; torch RSS: VmRSS after the torch steps minus VmRSS before torch was '
-               'imported.')
+               'device-resident-batch blocks, minus 1. Memory, each framework in a fresh '
+               'process of its own (torch: one per form): JAX peak RSS is the whole process\'s '
+               'peak (VmHWM) after warm-up and the timed steps; model MB is that peak minus the '
+               'RSS once the framework, the model code and the input batch (JAX: and the data) '
+               'are loaded and a throwaway one-conv train step (torch.compile: compiled) has '
+               'run, before any parameter exists: parameters, optimizer state, activations, '
+               'compiled code or autograd graphs. The torch processes import JAX too (the twin '
+               'imports jvae.models), which the subtraction removes. JAX ÷ eager/compile '
+               'memory: JAX model MB over torch model MB.')
   if notes:
     lines.append('')
     lines.extend(f'- {note}' for note in notes)
@@ -778,6 +984,9 @@ def format_checks(results: list[dict[str, Any]]) -> str:
 
 
 def _single(spec: str) -> dict[str, Any]:
+  if FLAGS.torch_memory:
+    return torch_memory(spec, FLAGS.torch_memory, tuple(int(d) for d in FLAGS.image_shape),
+                        FLAGS.steps, FLAGS.warmup, FLAGS.torch_threads)
   import jax
   # A cached executable would make the compile time meaningless.
   jax.config.update('jax_enable_compilation_cache', False)
@@ -788,12 +997,12 @@ def _single(spec: str) -> dict[str, Any]:
                           FLAGS.conv_impl, FLAGS.conv_transpose_impl, FLAGS.torch_threads)
 
 
-def _run_subprocess(spec: str) -> dict[str, Any]:
+def _run_subprocess(spec: str, extra_args: tuple[str, ...] = ()) -> dict[str, Any]:
   args = [sys.executable, '-m', 'jvae.bench', f'--single={spec}', f'--steps={FLAGS.steps}',
           f'--warmup={FLAGS.warmup}', f'--check_steps={FLAGS.check_steps}',
           f'--torch_threads={FLAGS.torch_threads}',
           '--torch_compile' if FLAGS.torch_compile else '--notorch_compile',
-          '--check' if FLAGS.check else '--nocheck']
+          '--check' if FLAGS.check else '--nocheck', *extra_args]
   if FLAGS.torch is not None:
     args.append('--torch' if FLAGS.torch else '--notorch')
   for name in ('conv_impl', 'conv_transpose_impl'):
@@ -828,10 +1037,20 @@ def main(argv):
   for spec in FLAGS.configs or default_configs():
     path, arg = _resolve(spec)
     specs.append(f'{path}:{arg}' if arg else str(path))
+  use_torch = FLAGS.torch if FLAGS.torch is not None else torch_available()
   results = []
   for spec in specs:
     print(f'# {config_name(spec)} ...', file=sys.stderr, flush=True)
-    results.append(_run_subprocess(spec))
+    row = _run_subprocess(spec)
+    if not FLAGS.check and use_torch and row.get('twin') == 'yes':
+      # One fresh process per variant: in the timing process JAX's peak and the other
+      # variant's would hide the smaller ones.
+      shape = ','.join(str(d) for d in row['image_shape'])
+      for variant in ('eager', 'compile') if FLAGS.torch_compile else ('eager',):
+        print(f'# {config_name(spec)}: torch {variant} memory ...', file=sys.stderr, flush=True)
+        memory = _run_subprocess(spec, (f'--torch_memory={variant}', f'--image_shape={shape}'))
+        add_torch_memory(row, variant, memory)
+    results.append(row)
     print(json.dumps(results[-1]), file=sys.stderr, flush=True)
   if FLAGS.check:
     text = format_checks(results)

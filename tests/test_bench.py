@@ -1,12 +1,17 @@
 """The JAX half of `python -m jvae.bench` on the tiny test config, in-process (no torch).
 
 The PyTorch twin's equality checks live in the bench itself (`python -m jvae.bench --check`),
-because torch is an optional extra that CI does not install.
+because torch is an optional extra that CI does not install; the one torch test here (the twin's
+memory run) is skipped without it.
 """
 
+import json
 import math
+import os
+import subprocess
 import sys
 
+import pytest
 from conftest import REPO
 
 from jvae import bench, step_profile
@@ -24,10 +29,44 @@ def test_benchmark_row_has_positive_fields():
     assert math.isfinite(row[field]) and row[field] > 0, (field, row[field])
   assert math.isfinite(row['pipeline_overhead_pct'])
   assert 'torch_eager_ms' not in row
+  assert 'torch_eager_model_mb' not in row
   table = bench.format_table([row])
   assert table.splitlines()[2].startswith('| test | 16 | 8x8x1 |')
   # The JAX-only bench never imports torch (unless something else in this process already has).
   assert torch_loaded or 'torch' not in sys.modules
+
+
+def test_the_jax_memory_fields_are_the_peak_past_a_baseline():
+  row = bench.benchmark_config(str(REPO / 'configs' / 'test.py'), steps=2, warmup=1,
+                               use_torch=False)
+  for field in ('jax_peak_rss_mb', 'jax_baseline_rss_mb', 'jax_model_mb', 'jax_warm_up_mb'):
+    assert math.isfinite(row[field]), (field, row[field])
+  # Parameters, Adam's moments, the compiled step and its buffers: more than nothing.
+  assert row['jax_model_mb'] > 0
+  assert row['jax_peak_rss_mb'] >= row['jax_model_mb']
+  assert row['jax_peak_rss_mb'] == pytest.approx(row['jax_baseline_rss_mb'] + row['jax_model_mb'])
+  header, _, line = bench.format_table([row]).splitlines()[:3]
+  cells = dict(zip(header.split(' | '), line.split(' | ')))
+  assert cells['JAX model MB'] == f'{row["jax_model_mb"]:,.0f}'
+  assert cells['torch eager model MB'] == '–'
+
+
+def test_the_twins_memory_run_starts_no_jax():
+  pytest.importorskip('torch')  # the optional 'bench' extra
+  env = {**os.environ, 'PYTHONPATH': os.pathsep.join(filter(None, [str(REPO),
+                                                                  os.environ.get('PYTHONPATH')]))}
+  proc = subprocess.run(
+      [sys.executable, '-m', 'jvae.bench', '--single=configs/test.py', '--torch_memory=eager',
+       '--image_shape=8,8,1', '--steps=2', '--warmup=1'],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=True)
+  memory = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert memory['variant'] == 'eager' and memory['steps'] == 3
+  assert memory['model_mb'] > 0 and memory['peak_rss_mb'] >= memory['model_mb']
+  # Building the twin with its own initialisation needs no JAX computation in this process.
+  assert memory.get('jax_backend_initialized') is False
+  row = {'config': 'test', 'jax_model_mb': 2 * memory['model_mb']}
+  bench.add_torch_memory(row, 'eager', memory)
+  assert row['jax_model_over_torch_eager_model'] == pytest.approx(2.0)
 
 
 def test_default_configs_skip_test_and_sweeps():
