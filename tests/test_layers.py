@@ -386,3 +386,25 @@ def test_bfloat16_compute(impl):
 def test_unsupported_settings_raise(module, match):
   with pytest.raises(ValueError, match=match):
     jax.eval_shape(module.init, _KEY, jnp.zeros((1, 4, 4, CIN)))
+
+
+def test_fast_runs_the_native_ops_off_the_cpu(monkeypatch):
+  x = _normal(0, (2, 6, 6, 3))
+  kernel = _normal(1, (3, 3, 3, 2))
+
+  def primitives(fn):
+    return {eqn.primitive.name for eqn in jax.make_jaxpr(fn)(x, kernel).eqns}
+
+  def conv(x, k):
+    return layers.conv_fast(x, k, 2, ((1, 1), (1, 1)))
+
+  def transpose(x, k):
+    return layers.conv_transpose_fast(x, k, 2, (1, 1), (11, 11))
+
+  # On CPU 'fast' picks a rewrite for this transposed conv (no lax convolution in it); off the
+  # CPU both layers must be the native lax convolution. Fresh wrappers after the patch: JAX
+  # caches traces per function.
+  assert 'conv_general_dilated' not in primitives(transpose)
+  monkeypatch.setattr(layers.jax, 'default_backend', lambda: 'gpu')
+  assert 'conv_general_dilated' in primitives(lambda x, k: conv(x, k))
+  assert 'conv_general_dilated' in primitives(lambda x, k: transpose(x, k))

@@ -733,9 +733,13 @@ def conv_transpose_scatter(x: Array, kernel: Array, strides: int, crop_lo: tuple
 
 def conv_transpose_fast(x: Array, kernel: Array, strides: int, crop_lo: tuple[int, int],
                         out_size: tuple[int, int]) -> Array:
-  """Same result as `conv_transpose_native`, by the form `fast_conv_transpose_form` picks."""
+  """Same result as `conv_transpose_native`, by the form `fast_conv_transpose_form` picks.
+
+  The rules were fitted on XLA:CPU; on other backends (GPU, TPU) the native op runs.
+  """
   k, _, cin, cout = kernel.shape
-  form = fast_conv_transpose_form(k, strides, crop_lo, out_size, cout, cin, x.shape[1:3])
+  form = (fast_conv_transpose_form(k, strides, crop_lo, out_size, cout, cin, x.shape[1:3])
+          if jax.default_backend() == 'cpu' else 'native')
   return _CONV_TRANSPOSE_FORMS[form](x, kernel, strides, crop_lo, out_size)
 
 
@@ -783,9 +787,13 @@ def fast_conv_form(kernel_size: int, strides: int, in_features: int, features: i
 
 def conv_fast(x: Array, kernel: Array, strides: int,
               pads: tuple[tuple[int, int], tuple[int, int]]) -> Array:
-  """Same result as `conv_native`, by the form `fast_conv_form` picks."""
+  """Same result as `conv_native`, by the form `fast_conv_form` picks.
+
+  The rules were fitted on XLA:CPU; on other backends (GPU, TPU) the native op runs.
+  """
   k, _, cin, cout = kernel.shape
-  return _CONV_FORMS[fast_conv_form(k, strides, cin, cout)](x, kernel, strides, pads)
+  form = fast_conv_form(k, strides, cin, cout) if jax.default_backend() == 'cpu' else 'native'
+  return _CONV_FORMS[form](x, kernel, strides, pads)
 
 
 _CONV_FORMS = {
