@@ -51,8 +51,8 @@ def test_the_jax_memory_fields_are_the_peak_past_a_baseline():
   assert cells['torch eager model MB'] == '–'
 
 
+@pytest.mark.torch  # needs the optional 'bench' extra; run with `python -m pytest -m torch`
 def test_the_twins_memory_run_starts_no_jax():
-  pytest.importorskip('torch')  # the optional 'bench' extra
   env = {**os.environ, 'PYTHONPATH': os.pathsep.join(filter(None, [str(REPO),
                                                                   os.environ.get('PYTHONPATH')]))}
   proc = subprocess.run(
