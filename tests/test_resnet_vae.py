@@ -39,8 +39,13 @@ def test_the_s2_layout():
   assert config.train.learning_rate == 1e-4 and 0 < config.train.grad_clip_norm <= 10
 
 
-def test_the_sweep_config_adds_one_point_per_beta():
-  module = _module('resnet_vae_speckle_beta_sweep')
+@pytest.mark.parametrize('name', ['resnet_vae_speckle_beta_sweep',
+                                  'resnet_vae_fashion_mnist_beta_sweep'])
+def test_the_sweep_config_adds_one_point_per_beta(name):
+  module = _module(name)
+  # At least six values from 0.1 to 8, as S2 asks.
+  assert len([b for b in module['BETAS'] if 0.1 <= b <= 8]) >= 6
+  assert min(module['BETAS']) <= 0.1 and max(module['BETAS']) >= 8
   points = sweep.sweep_points(module['sweep'])
   assert [p['loss.beta'] for p in points] == list(module['BETAS'])
   config = sweep.apply_overrides(module['get_config'](), points[0])

@@ -16,7 +16,8 @@ from conftest import REPO
 from jvae import parallel, trainer
 
 S1_S2_CONFIGS = ('saaae_stl10', 'saaae_cifar64', 'saaae_cifar64_patch_anchor', 'vae_cifar64',
-                 'vae_cifar64_constant_noise', 'resnet_vae_speckle')
+                 'vae_cifar64_constant_noise', 'resnet_vae_speckle', 'resnet_vae_mnist',
+                 'resnet_vae_fashion_mnist')
 
 
 def shrunk(name: str):
@@ -48,7 +49,7 @@ def test_the_config_trains_a_step_and_evaluates_when_shrunk(name):
     batch = parallel.global_batch({'image': np.stack([r['image'] for r in records]),
                                    'label': np.asarray([r['label'] for r in records])},
                                   experiment.mesh)
-    assert batch['image'].shape == (4, 16, 16, 3 if 'speckle' not in name else 1)
+    assert batch['image'].shape == (4, 16, 16, 1 if name.startswith('resnet') else 3)
     before = jax.tree.map(np.asarray, state.params)
     state, metrics = experiment.train_step(state, batch, jax.random.key(1))
     assert bool(metrics['finite']) and float(metrics['kl']) > 0
