@@ -366,7 +366,7 @@ def _train(experiment: Experiment, workdir: str, stop: _StopSignals) -> dict[str
     checkpoints.save(step, state, key, train_iter.get_state(), config)
 
   progress = _progress_bar(config, start_step, num_steps, is_main)
-  pending, previous, collapsed = [], None, False
+  pending, previous, collapsed = [], None, None
   last_log_time, last_log_step = time.perf_counter(), start_step
   try:
     for step in range(start_step, num_steps):
@@ -432,27 +432,33 @@ def _train(experiment: Experiment, workdir: str, stop: _StopSignals) -> dict[str
 
 
 def _warn_on_collapse(config: ml_collections.ConfigDict, step: int, metrics: dict, where: str,
-                      was_collapsed: bool) -> bool:
+                      state: bool | None) -> bool | None:
   """Logs a warning when the active latent units fall below `train.collapse_warning_fraction`.
 
-  Warns on the transition into collapse (and logs the recovery), so a run that stays collapsed
-  says so once, not at every log step. Returns whether the latent is collapsed now.
+  `state` is None while the latent has not yet been active (a fresh encoder's posterior means
+  barely vary with the input, which is not a collapse), False once it has, True after it fell
+  below again. Only that fall warns, once (and a recovery is logged), so a run that stays
+  collapsed says so once, not at every log step. On the eval split pass state=False: every eval
+  below the fraction is reported. Returns the new state.
   """
   fraction = config.train.collapse_warning_fraction
   if 'active_units' not in metrics or fraction <= 0:
-    return was_collapsed
+    return state
   active, latent = float(metrics['active_units']), config.model.latent_dim
-  collapsed = active < fraction * latent
-  if collapsed and not was_collapsed:
+  below = active < fraction * latent
+  if not below:
+    if state:
+      logging.info('step %d: %.3g of %d latent dimensions active on the %s again', step, active,
+                   latent, where)
+    return False
+  if state is False:
     logging.warning(
         'posterior collapse at step %d: %.3g of %d latent dimensions active on the %s, below '
         'train.collapse_warning_fraction=%g (active: posterior-mean variance over inputs above '
         'train.active_unit_threshold=%g); lower loss.beta, add loss.free_bits or a beta warm-up',
         step, active, latent, where, fraction, config.train.active_unit_threshold)
-  elif was_collapsed and not collapsed:
-    logging.info('step %d: %.3g of %d latent dimensions active on the %s again', step, active,
-                 latent, where)
-  return collapsed
+    return True
+  return state
 
 
 def _agree_across_processes(decision: bool) -> bool:
