@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from jvae import anchor_plots, corruptions, losses, parallel, trainer
+from jvae import anchor_plots, corruptions, losses, parallel, runs, trainer
 from jvae.config import base_config, validate_config
 from jvae.models import ANCHORS, anchors, build_model
 from jvae.reports import saaae as saaae_report
@@ -260,7 +260,7 @@ def test_high_attention_lowers_the_sampling_spread_of_the_latent():
   np.testing.assert_allclose(spread[rows, mask.argmax(1)], sigma[rows, mask.argmax(1)], rtol=0.06)
 
 
-def test_the_constant_noise_ablation_scales_every_draw_and_reports_its_mean(config):
+def test_the_constant_noise_ablation_scales_every_draw_and_reports_its_mean(config, tmp_path):
   config.model.anchor = 'constant_noise'
   config.model.anchor_noise_scale = 0.25
   experiment = trainer.create_experiment(config)
@@ -280,6 +280,10 @@ def test_the_constant_noise_ablation_scales_every_draw_and_reports_its_mean(conf
                              atol=1e-6)
   metrics = trainer.evaluate(experiment, state, jax.random.key(2), max_batches=1)
   assert metrics['noise_mask_mean'] == pytest.approx(0.25)
+  # The report draws its figure too, without an anchor map (there is nothing to attend with).
+  run = runs.TrainedRun(str(tmp_path), config, experiment, state, jax.random.key(0), 0, 'latest')
+  path = saaae_report.anchor_figure(run, num_images=2, path=str(tmp_path / 'ablation.png'))
+  assert (tmp_path / 'ablation.png').stat().st_size > 1000 and path.endswith('ablation.png')
 
 
 def test_the_report_averages_over_seeds_the_runs_that_differ_only_in_seed(tmp_path):

@@ -64,7 +64,8 @@ def anchor_figure(run: runs.TrainedRun, num_images: int = 8, seed: int = 0,
   value_range = config.data.value_range
   maps = anchor = None
   model_anchor = getattr(experiment.model, 'anchor', None)
-  if model_anchor is not None:
+  # The constant-noise ablation has an anchor module without parameters or a map to draw.
+  if model_anchor is not None and 'anchor' in run.state.params:
     maps = np.asarray(jax.jit(functools.partial(anchor_maps, model_anchor))(
         run.state.params['anchor'], inputs))
     anchor = np.asarray(outputs['anchor'])
