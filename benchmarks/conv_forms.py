@@ -1,9 +1,7 @@
 """Microbenchmark of the Conv impls on the conv layers of our configs.
 
-Times one jitted `jax.value_and_grad` (wrt the input and the parameters) of a scalar loss through
-one `jvae.models.layers.Conv` layer, per impl, at each config's layer shapes and batch size. The
-impls of a shape are compiled first, then run alternately (A, B, C, A, B, C, ..., rotating which
-goes first) so that they see the same machine load; the table reports medians.
+Times each impl of one `jvae.models.layers.Conv` layer at each config's layer shapes and batch
+size, alternated in one process (benchmarks/layer_form_timing.py says how).
 
   python benchmarks/conv_forms.py [--reps 15] [--impls native,patches,shifted] [--only resnet]
 
@@ -12,14 +10,7 @@ Not part of the test suite.
 
 from __future__ import annotations
 
-import argparse
-import statistics
-import sys
-import time
-
-import jax
-import jax.numpy as jnp
-import numpy as np
+import layer_form_timing
 
 from jvae.models import layers
 
@@ -57,37 +48,9 @@ SHAPES = [
 ]
 
 
-def _step(module: layers.Conv):
-  def loss(params, x, cotangent):
-    # A random cotangent, not a plain sum, so that the backward is a dense matmul as in training.
-    return jnp.sum(module.apply({'params': params}, x) * cotangent)
-
-  return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
-
-
-def time_shape(shape, impls, reps):
-  _, batch, size, cin, cout, k, s, padding = shape
-  rng = np.random.default_rng(0)
-  x = jnp.asarray(rng.normal(size=(batch, size, size, cin)), jnp.float32)
-  params = {'kernel': jnp.asarray(rng.normal(size=(k, k, cin, cout)) / np.sqrt(k * k * cin),
-                                  jnp.float32),
-            'bias': jnp.zeros((cout,), jnp.float32)}
-  module = layers.Conv(cout, k, s, padding)
-  out = jax.eval_shape(lambda: module.apply({'params': params}, x)).shape
-  cotangent = jnp.asarray(rng.normal(size=out), jnp.float32)
-  steps = {}
-  for impl in impls:
-    step = _step(module.clone(impl=impl)).lower(params, x, cotangent).compile()
-    jax.block_until_ready(step(params, x, cotangent))  # warm-up
-    steps[impl] = step
-  times = {impl: [] for impl in impls}
-  for rep in range(reps):
-    order = impls[rep % len(impls):] + impls[:rep % len(impls)]
-    for impl in order:
-      start = time.perf_counter()
-      jax.block_until_ready(steps[impl](params, x, cotangent))
-      times[impl].append(time.perf_counter() - start)
-  return {impl: 1e3 * statistics.median(t) for impl, t in times.items()}
+def make_module(shape) -> layers.Conv:
+  _, _, _, _, cout, k, s, padding = shape
+  return layers.Conv(cout, k, s, padding)
 
 
 def fast_form(shape) -> str:
@@ -95,33 +58,6 @@ def fast_form(shape) -> str:
   return layers.fast_conv_form(k, s, cin, cout)
 
 
-def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--reps', type=int, default=15)
-  parser.add_argument('--impls', default='native,patches,shifted',
-                      help=f'comma-separated, from {layers.IMPLS}')
-  parser.add_argument('--only', default='', help='run only shapes whose name contains this')
-  args = parser.parse_args(argv)
-  impls = args.impls.split(',')
-  for impl in impls:
-    if impl not in layers.IMPLS:
-      parser.error(f'unknown impl {impl!r}; allowed: {layers.IMPLS}')
-  print(f'jax {jax.__version__}, {jax.devices()[0].platform}, median of {args.reps} alternated '
-        'reps of jitted value_and_grad wrt input and params, ms')
-  print()
-  print('| layer | B | H=W | Cin->Cout | ' + ' | '.join(impls) + ' | fastest | fast runs |')
-  print('|---|---|---|---|' + '---|' * (len(impls) + 2))
-  for shape in SHAPES:
-    if args.only not in shape[0]:
-      continue
-    ms = time_shape(shape, impls, args.reps)
-    name, batch, size, cin, cout = shape[:5]
-    cells = ' | '.join(f'{ms[impl]:.2f}' for impl in impls)
-    print(f'| {name} | {batch} | {size} | {cin}->{cout} | {cells} | {min(ms, key=ms.get)} | '
-          f'{fast_form(shape)} |')
-    sys.stdout.flush()
-
-
 if __name__ == '__main__':
-  main()
+  layer_form_timing.main(__doc__, SHAPES, layers.IMPLS, 'native,patches,shifted', make_module,
+                         fast_form)
