@@ -82,13 +82,10 @@ def metrics_table(workdirs: list[str]) -> str:
   header = ['run', 'anchor', 'step', 'split'] + list(TABLE_METRICS)
   lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
   for workdir in workdirs:
-    config = runs.load_config(workdir)
-    path = os.path.join(workdir, 'eval', config.data.eval_split, 'metrics.json')
-    if not os.path.exists(path):
+    config, path, record = _held_out(workdir)
+    if record is None:
       lines.append(f'| {workdir} | {config.model.anchor} | - | (no {path}) |')
       continue
-    with open(path) as f:
-      record = json.load(f)
     metrics = record['metrics']
     cells = [workdir, config.model.anchor, str(record['step']), record.get('split', '')]
     cells += [_format(metrics.get(name)) for name in TABLE_METRICS]
@@ -96,20 +93,21 @@ def metrics_table(workdirs: list[str]) -> str:
   return '\n'.join(lines)
 
 
-def _held_out(workdir: str) -> tuple[ml_collections.ConfigDict, dict | None]:
+def _held_out(workdir: str) -> tuple[ml_collections.ConfigDict, str, dict | None]:
+  """(config, path of the final eval metrics, their record or None before they exist)."""
   config = runs.load_config(workdir)
   path = os.path.join(workdir, 'eval', config.data.eval_split, 'metrics.json')
   if not os.path.exists(path):
-    return config, None
+    return config, path, None
   with open(path) as f:
-    return config, json.load(f)
+    return config, path, json.load(f)
 
 
 def _seed_groups(workdirs: list[str]) -> list[dict]:
   """Finished runs grouped by config with `seed` left out, in order of first appearance."""
   groups: dict[str, dict] = {}
   for workdir in workdirs:
-    config, record = _held_out(workdir)
+    config, _, record = _held_out(workdir)
     if record is None:
       continue
     values = config.to_dict()
