@@ -149,6 +149,12 @@ def conv_transpose_geometry(size: int, kernel_size: int, strides: int, padding: 
 Window = tuple[int, int]
 
 
+def _as_window(window: int | Window) -> Window:
+  """A square side k or a (k_h, k_w) pair, as a (k_h, k_w) pair of ints."""
+  win = (window, window) if isinstance(window, (int, np.integer)) else tuple(window)
+  return int(win[0]), int(win[1])
+
+
 def _patch_geometry(in_size: int, window: int, strides: int, pads: tuple[int, int]) -> int:
   return (in_size + pads[0] + pads[1] - window) // strides + 1
 
@@ -156,7 +162,7 @@ def _patch_geometry(in_size: int, window: int, strides: int, pads: tuple[int, in
 def _extract_patches_impl(x: Array, window: int | Window, strides: int,
                           pads: tuple[tuple[int, int], tuple[int, int]]) -> Array:
   (lo_h, hi_h), (lo_w, hi_w) = pads
-  win_h, win_w = (window, window) if isinstance(window, (int, np.integer)) else window
+  win_h, win_w = _as_window(window)
   b, h, w, c = x.shape
   # lax.pad accepts negative amounts, which crop; the transposed conv needs that.
   xp = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (lo_h, hi_h, 0), (lo_w, hi_w, 0), (0, 0, 0)))
@@ -227,8 +233,7 @@ def extract_patches(x: Array, window: int | Window, strides: int,
     reshaped to [k_h*k_w*C, F] is the convolution.
   """
   pads = tuple((int(lo), int(hi)) for lo, hi in pads)
-  win = (window, window) if isinstance(window, (int, np.integer)) else tuple(window)
-  win = (int(win[0]), int(win[1]))
+  win = _as_window(window)
   if x.ndim != 4:
     raise ValueError(f'extract_patches expects [B, H, W, C], got shape {x.shape}')
   if min(win) < 1:
@@ -341,13 +346,13 @@ _sum_written_taps.defvjp(_sum_written_taps_fwd, _sum_written_taps_bwd)
 
 
 def _check_taps(name: str, z: Array, window: int | Window, pads) -> tuple[Window, tuple]:
-  win = (window, window) if isinstance(window, (int, np.integer)) else tuple(window)
+  win = _as_window(window)
   if min(win) < 1:
     raise ValueError(f'{name} needs a window >= 1, got {window}')
   if z.ndim < 3 or z.shape[0] != win[0] * win[1]:
     raise ValueError(f'{name} expects [k_h*k_w, ..., H, W] for window {window}, got shape '
                      f'{z.shape}')
-  return (int(win[0]), int(win[1])), tuple((int(lo), int(hi)) for lo, hi in pads)
+  return win, tuple((int(lo), int(hi)) for lo, hi in pads)
 
 
 def sum_read_taps(z: Array, window: int | Window, strides: int,
