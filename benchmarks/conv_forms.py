@@ -31,6 +31,11 @@ SHAPES = [
     ('resnet block k3s1SAME', 64, 16, 64, 64, 3, 1, 'SAME'),
     ('resnet block k3s1SAME', 64, 8, 128, 128, 3, 1, 'SAME'),
     ('resnet block k3s1SAME', 64, 4, 256, 256, 3, 1, 'SAME'),
+    # resnet_vae_fashion_mnist: the same blocks at 32x32, a quarter of the grid.
+    ('resnet32 block k3s1SAME', 64, 16, 32, 32, 3, 1, 'SAME'),
+    ('resnet32 block k3s1SAME', 64, 8, 64, 64, 3, 1, 'SAME'),
+    ('resnet32 block k3s1SAME', 64, 4, 128, 128, 3, 1, 'SAME'),
+    ('resnet32 block k3s1SAME', 64, 2, 256, 256, 3, 1, 'SAME'),
     ('restoration enc k4s2p1', 32, 64, 3, 32, 4, 2, 1),
     ('restoration enc k4s2p1', 32, 32, 32, 64, 4, 2, 1),
     ('restoration enc k4s2p1', 32, 16, 64, 128, 4, 2, 1),
@@ -54,8 +59,9 @@ def make_module(shape) -> layers.Conv:
 
 
 def fast_form(shape) -> str:
-  _, _, _, cin, cout, k, s, _ = shape
-  return layers.fast_conv_form(k, s, cin, cout)
+  _, _, size, cin, cout, k, s, padding = shape
+  out = -(-size // s) if padding == 'SAME' else (size + 2 * padding - k) // s + 1
+  return layers.fast_conv_form(k, s, cin, cout, (out, out))
 
 
 if __name__ == '__main__':

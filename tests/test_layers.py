@@ -190,10 +190,28 @@ FAST_CONV_FORM_CASES = [
     (4, 2, 256, 512, 'patches'),  # SAAAE's last encoder conv
 ]
 
+# (k, s, Cin, Cout, output grid, the form measured fastest): grids smaller than the kernel.
+FAST_CONV_FORM_TINY_GRID_CASES = [
+    (3, 1, 256, 256, (2, 2), 'patches'),  # resnet_vae_fashion_mnist's last ResNet blocks: 15x
+    (3, 1, 64, 64, (1, 1), 'patches'),
+    (3, 2, 128, 256, (2, 2), 'patches'),
+    (4, 2, 128, 256, (2, 2), 'patches'),
+    (3, 1, 256, 256, (3, 3), 'native'),  # back within 15% of 'patches'
+    (3, 1, 256, 256, (4, 4), 'native'),
+    (3, 1, 32, 1, (2, 2), 'patches'),  # grid before 'shifted'
+]
+
 
 @pytest.mark.parametrize('k,s,cin,cout,form', FAST_CONV_FORM_CASES)
 def test_fast_conv_picks_the_measured_form(k, s, cin, cout, form):
   assert layers.fast_conv_form(k, s, cin, cout) == form
+  assert layers.fast_conv_form(k, s, cin, cout, out_size=(8, 8)) == form
+
+
+@pytest.mark.parametrize('k,s,cin,cout,out_size,form', FAST_CONV_FORM_TINY_GRID_CASES)
+def test_fast_conv_sends_grids_smaller_than_the_kernel_to_patches(k, s, cin, cout, out_size,
+                                                                  form):
+  assert layers.fast_conv_form(k, s, cin, cout, out_size) == form
 
 
 def test_config_choices_list_every_impl():
@@ -408,3 +426,18 @@ def test_fast_runs_the_native_ops_off_the_cpu(monkeypatch):
   monkeypatch.setattr(layers.jax, 'default_backend', lambda: 'gpu')
   assert 'conv_general_dilated' in primitives(lambda x, k: conv(x, k))
   assert 'conv_general_dilated' in primitives(lambda x, k: transpose(x, k))
+
+
+def test_fast_conv_on_a_grid_smaller_than_the_kernel_runs_patches_and_equals_native():
+  # 3x3 SAME at stride 1 on a 2x2 grid: conv_fast must derive the output grid from the input
+  # and the pads and leave the lax convolution out.
+  x = _normal(2, (2, 2, 2, 16))
+  kernel = _normal(3, (3, 3, 16, 16))
+  pads = ((1, 1), (1, 1))
+  primitives = {eqn.primitive.name for eqn in jax.make_jaxpr(
+      lambda x, k: layers.conv_fast(x, k, 1, pads))(x, kernel).eqns}
+  assert 'conv_general_dilated' not in primitives
+  y_fast, y_native = _run_jitted(
+      lambda x, k: (layers.conv_fast(x, k, 1, pads), layers.conv_native(x, k, 1, pads)),
+      x, kernel)
+  _assert_close(y_fast, y_native)

@@ -770,7 +770,8 @@ _PATCH_MATMUL_SHARE = 0.7
 _CONV_PATCH_ELEMENT_COST = 80
 
 
-def fast_conv_form(kernel_size: int, strides: int, in_features: int, features: int) -> str:
+def fast_conv_form(kernel_size: int, strides: int, in_features: int, features: int,
+                   out_size: tuple[int, int] | None = None) -> str:
   """The form Conv impl='fast' runs for this layer: 'native', 'patches' or 'shifted'.
 
   All are exact. 'shifted' needs a buffer of k*k*Cout values per input point, against the
@@ -780,9 +781,16 @@ def fast_conv_form(kernel_size: int, strides: int, in_features: int, features: i
   faster than 'native', whose convolution runs its few output channels slowly, and 9-15x faster
   than 'patches'. At k*k*Cout >= 2.25 Cin it was 2-4x slower than 'native'. Otherwise 'patches' is
   chosen where its modelled cost per buffer element, Cout * _PATCH_MATMUL_SHARE +
-  _CONV_PATCH_ELEMENT_COST, is below 'native''s Cout: for Cout above ~270. Measured by
-  `python benchmarks/conv_forms.py`.
+  _CONV_PATCH_ELEMENT_COST, is below 'native''s Cout: for Cout above ~270, or where the output
+  grid (out_size, H and W) is smaller than the kernel on both sides. There XLA:CPU's native
+  convolution is pathologically slow, and more so the wider the layer: at B = 64, 3x3, stride 1
+  on a 2x2 grid it took 1.1 / 4.7 / 14.5 / 107 / 1242 ms fwd+bwd for 32 / 64 / 128 / 256 / 512
+  channels against 'patches'' 0.4 / 1.1 / 3.3 / 7.3 / 25 (1x1 grids: the same trend; a stride-2
+  4x4 -> 2x2 conv, 128->256: 40 against 7.4 ms). Below 32 channels the two tied; on 3x3 grids
+  native was back to within 15% of patches. Measured by `python benchmarks/conv_forms.py`.
   """
+  if out_size is not None and max(out_size) < kernel_size:
+    return 'patches'
   if (strides == 1 and features <= _TAP_MAJOR_MAX_FEATURES
       and kernel_size * kernel_size * features <= in_features):
     return 'shifted'
@@ -797,7 +805,10 @@ def conv_fast(x: Array, kernel: Array, strides: int,
   The rules were fitted on XLA:CPU; on other backends (GPU, TPU) the native op runs.
   """
   k, _, cin, cout = kernel.shape
-  form = fast_conv_form(k, strides, cin, cout) if jax.default_backend() == 'cpu' else 'native'
+  out_size = tuple((size + lo + hi - k) // strides + 1
+                   for size, (lo, hi) in zip(x.shape[1:3], pads, strict=True))
+  form = (fast_conv_form(k, strides, cin, cout, out_size) if jax.default_backend() == 'cpu'
+          else 'native')
   return _CONV_FORMS[form](x, kernel, strides, pads)
 
 
