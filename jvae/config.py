@@ -148,6 +148,10 @@ def base_config() -> ml_collections.ConfigDict:
   # full: XLA's optimizing compile for the train and eval steps. minimal: about 3x faster to
   # compile and slower to run, for tests and smoke runs of a few steps.
   c.train.xla_optimization = 'full'
+  # A directory for JAX's persistent compilation cache ('' = off). A rerun or resumed run then
+  # loads its compiled steps: no compile time, and none of the compiler's transient memory,
+  # which sets the process's peak on CPU for small models (BENCHMARKS.md).
+  c.train.compilation_cache_dir = ''
 
   # Multi-host: jax.distributed.initialize before anything else. Empty fields are detected from
   # the cluster's environment (SLURM, Kubernetes, TPU pods, ...) by JAX itself.

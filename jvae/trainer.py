@@ -26,10 +26,12 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
+from jax.experimental.compilation_cache import compilation_cache
 
 from jvae import (
   checkpointing,
   corruptions,
+  host_memory,
   likelihood,
   metric_writer,
   parallel,
@@ -184,6 +186,7 @@ def evaluate(experiment: Experiment, state: TrainState, key: jax.Array,
                                 jax.random.fold_in(key, index))
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   metrics = steps.finalize_eval(jax.device_get(totals), config.train.active_unit_threshold)
+  host_memory.release_freed_memory()  # after the eval step's first compile
   if 'elbo' in metrics and config.loss.reconstruction in likelihood.DENSITY_LIKELIHOODS:
     metrics['nelbo_bits_per_dim'] = likelihood.bits_per_dim(
         -metrics['elbo'], int(np.prod(experiment.image_shape)), config.loss.reconstruction,
@@ -310,12 +313,24 @@ def _nonfinite_message(step: int, metrics: dict) -> str:
           "train.nan_policy='skip' to skip such steps")
 
 
+def use_compilation_cache(directory: str) -> None:
+  """Points JAX's persistent compilation cache at `directory`: a rerun or resumed run then
+  loads its compiled steps instead of compiling them."""
+  if jax.config.jax_compilation_cache_dir != directory:
+    jax.config.update('jax_compilation_cache_dir', directory)
+    # JAX decides once per process, at its first compile, whether a cache is in use; a notebook
+    # or test that compiled something before must make it look again.
+    compilation_cache.reset_cache()
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains `config` in `workdir` (resuming if it holds a checkpoint) and evaluates.
 
   Returns the final eval metrics, also written to `<workdir>/eval/<split>/metrics.json`.
   """
   experiment = create_experiment(config)  # Validates config and data before anything else.
+  if config.train.compilation_cache_dir:
+    use_compilation_cache(config.train.compilation_cache_dir)
   os.makedirs(workdir, exist_ok=True)
   with workdir_lock(workdir), _StopSignals() as stop:
     return _train(experiment, workdir, stop)
@@ -372,6 +387,9 @@ def _train(experiment: Experiment, workdir: str, stop: _StopSignals) -> dict[str
     for step in range(start_step, num_steps):
       batch = parallel.global_batch(next(train_iter), experiment.mesh)
       state, metrics = experiment.train_step(state, batch, key)
+      if step == start_step:
+        # The step is compiled by now; the compiler's freed memory need not stay resident.
+        host_memory.release_freed_memory()
       # The previous step's finiteness is checked now, after this step is dispatched, so the
       # host never waits on the device just to look at one flag.
       if previous is not None and not bool(previous[1]['finite']):

@@ -263,3 +263,19 @@ def test_two_processes_train_like_one(tmp_path, config):
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                _restore_params(tmp_path / 'two', config),
                _restore_params(tmp_path / 'one', config))
+
+
+def test_compilation_cache_dir_stores_the_compiled_steps(tmp_path, config):
+  cache = tmp_path / 'xla_cache'
+  config.train.compilation_cache_dir = str(cache)
+  config.train.num_train_steps = 2
+  min_seconds = jax.config.jax_persistent_cache_min_compile_time_secs
+  # The tiny config compiles in under JAX's default 1 s threshold for caching.
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
+  try:
+    trainer.train_and_evaluate(config, str(tmp_path / 'run'))
+  finally:
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', min_seconds)
+    trainer.use_compilation_cache('')
+  cached = {path.name.split('-')[0] for path in cache.iterdir()}
+  assert {'jit_train_step', 'jit_eval_step', 'jit_init'} <= cached, cached
