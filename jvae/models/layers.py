@@ -787,7 +787,8 @@ def fast_conv_form(kernel_size: int, strides: int, in_features: int, features: i
   on a 2x2 grid it took 1.1 / 4.7 / 14.5 / 107 / 1242 ms fwd+bwd for 32 / 64 / 128 / 256 / 512
   channels against 'patches'' 0.4 / 1.1 / 3.3 / 7.3 / 25 (1x1 grids: the same trend; a stride-2
   4x4 -> 2x2 conv, 128->256: 40 against 7.4 ms). Below 32 channels the two tied; on 3x3 grids
-  native was back to within 15% of patches. Measured by `python benchmarks/conv_forms.py`.
+  native won or came within 15% up to 256 channels, where the Cout rule decides. Measured by
+  `python benchmarks/conv_forms.py` (the sweep is in BENCHMARKS.md).
   """
   if out_size is not None and max(out_size) < kernel_size:
     return 'patches'
