@@ -453,7 +453,11 @@ def conv_patches(x: Array, kernel: Array, strides: int,
 def _tap_outputs(x: Array, kernel: Array) -> Array:
   """Every tap's partial result x @ kernel[i, j], tap-major: [k*k, Cout, B, H, W]."""
   k, _, cin, cout = kernel.shape
-  return jnp.einsum('bhwc,ctf->tfbhw', x, kernel.transpose(2, 0, 1, 3).reshape(cin, k * k, cout))
+  # The matmul keeps x in its NHWC layout and only its small result (k*k*Cout channels) is made
+  # tap-major: asked for 'tfbhw' directly, XLA:CPU moved x itself to channel-major first (9 ms
+  # of the MNIST CVAE decoder's 150 ms step).
+  taps = jnp.dot(x, kernel.transpose(2, 0, 1, 3).reshape(cin, k * k * cout))
+  return jnp.moveaxis(taps.reshape(*x.shape[:-1], k * k, cout), (-2, -1), (0, 1))
 
 
 def conv_shifted(x: Array, kernel: Array, strides: int,
