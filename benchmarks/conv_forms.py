@@ -60,7 +60,7 @@ def make_module(shape) -> layers.Conv:
 
 def fast_form(shape) -> str:
   _, _, size, cin, cout, k, s, padding = shape
-  out = -(-size // s) if padding == 'SAME' else (size + 2 * padding - k) // s + 1
+  out = layers.conv_output_length(size, k, s, layers.conv_output_padding(size, k, s, padding))
   return layers.fast_conv_form(k, s, cin, cout, (out, out))
 
 

@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jvae import bench
+
 
 def _step(module: nn.Module):
   def loss(params, x, cotangent):
@@ -39,19 +41,20 @@ def time_impls(module: nn.Module, batch: int, size: int, cin: int, cout: int, ke
             'bias': jnp.zeros((cout,), jnp.float32)}
   out = jax.eval_shape(lambda: module.apply({'params': params}, x)).shape
   cotangent = jnp.asarray(rng.normal(size=out), jnp.float32)
-  steps = {}
+  def timed(step):
+    def run() -> float:
+      start = time.perf_counter()
+      jax.block_until_ready(step(params, x, cotangent))
+      return 1e3 * (time.perf_counter() - start)
+    return run
+
+  runners = {}
   for impl in impls:
     step = _step(module.clone(impl=impl)).lower(params, x, cotangent).compile()
     jax.block_until_ready(step(params, x, cotangent))  # warm-up
-    steps[impl] = step
-  times = {impl: [] for impl in impls}
-  for rep in range(reps):
-    order = list(impls[rep % len(impls):]) + list(impls[:rep % len(impls)])
-    for impl in order:
-      start = time.perf_counter()
-      jax.block_until_ready(steps[impl](params, x, cotangent))
-      times[impl].append(time.perf_counter() - start)
-  return {impl: 1e3 * statistics.median(t) for impl, t in times.items()}
+    runners[impl] = timed(step)
+  times = bench.alternated(runners, reps)
+  return {impl: statistics.median(t) for impl, t in times.items()}
 
 
 def main(doc: str, shapes: Sequence[tuple], allowed: Sequence[str], default_impls: str,

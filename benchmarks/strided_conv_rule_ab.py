@@ -1,10 +1,10 @@
 """In-step A/B of the Conv 'fast' rule: as shipped, against stride > 1 convs run as 'patches'.
 
 Builds each config's train step twice in one process, once with `layers.fast_conv_form` as is
-and once with strided convs sent to 'patches', then runs the two alternately (pairs of steps,
-swapping which goes first each round) so that both see the same machine load.
+and once with strided convs sent to 'patches', then runs the two alternately (`bench.alternated`:
+one step each per round, swapping which goes first) so that both see the same machine load.
 
-  python benchmarks/strided_conv_rule_ab.py configs/lfw_conv_ae.py [more configs] [--rounds 10]
+  python benchmarks/strided_conv_rule_ab.py configs/lfw_conv_ae.py [more configs] [--rounds 20]
 
 Not part of the test suite. Why it exists: isolated layer timings (conv_forms.py) favoured
 'patches' for several encoder convs, and an in-step check is what decides a rule change.
@@ -23,7 +23,7 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('configs', nargs='+')
-  parser.add_argument('--rounds', type=int, default=10)
+  parser.add_argument('--rounds', type=int, default=20)
   args = parser.parse_args()
   shipped = layers.fast_conv_form
 
@@ -41,11 +41,8 @@ def main() -> None:
       layers.fast_conv_form = shipped
     for setup in setups.values():
       setup.resident_step()
-    times = {name: [] for name in setups}
-    for rnd in range(args.rounds):
-      order = list(setups) if rnd % 2 == 0 else list(setups)[::-1]
-      for name in order:
-        times[name] += [setups[name].resident_step() for _ in range(2)]
+    times = bench.alternated({name: setup.resident_step for name, setup in setups.items()},
+                             args.rounds)
     shipped_ms, patches_ms = (statistics.median(times[n]) for n in ('shipped', 'patches'))
     print(f'| {bench.config_name(spec)} | {shipped_ms:.1f} | {patches_ms:.1f} | '
           f'{patches_ms / shipped_ms:.2f} |', flush=True)

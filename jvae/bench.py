@@ -78,6 +78,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from absl import app, flags
@@ -415,6 +416,17 @@ def setup_jax(config, measure_memory: bool = False) -> JaxSetup:
                   compile_seconds, synthetic, baseline)
 
 
+def alternated(runners: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
+  """Each runner's results (a step's ms) over `rounds` rounds of one call per runner, rotating
+  who goes first so that no variant always follows the same one and all see the same load."""
+  times: dict[str, list[float]] = {name: [] for name in runners}
+  names = list(runners)
+  for i in range(rounds):
+    for name in names[i % len(names):] + names[:i % len(names)]:
+      times[name].append(runners[name]())
+  return times
+
+
 def _median(values: list[float]) -> float:
   return float(statistics.median(values)) if values else float('nan')
 
@@ -508,12 +520,7 @@ def benchmark_config(spec: str, steps: int = 30, warmup: int = 5, use_torch: boo
     twin_runners, twin_info = _torch_runners(jax_setup, warmup, torch_compile, torch_threads)
     runners.update(twin_runners)
     row.update(twin_info)
-  times: dict[str, list[float]] = {name: [] for name in runners}
-  names = list(runners)
-  for i in range(steps):
-    # Rotate who goes first so that no variant always follows the same one.
-    for name in names[i % len(names):] + names[:i % len(names)]:
-      times[name].append(runners[name]())
+  times = alternated(runners, steps)
   row['jax_ms'] = _median(times['jax'])
   row['jax_img_s'] = batch / row['jax_ms'] * 1e3
   for name in ('torch_eager', 'torch_compile'):

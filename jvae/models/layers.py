@@ -155,7 +155,9 @@ def _as_window(window: int | Window) -> Window:
   return int(win[0]), int(win[1])
 
 
-def _patch_geometry(in_size: int, window: int, strides: int, pads: tuple[int, int]) -> int:
+def conv_output_length(in_size: int, window: int, strides: int, pads: tuple[int, int]) -> int:
+  """Output length of one spatial axis of a forward convolution (or of patch extraction) with
+  padding `pads` = (lo, hi), e.g. from `conv_output_padding`."""
   return (in_size + pads[0] + pads[1] - window) // strides + 1
 
 
@@ -166,8 +168,8 @@ def _extract_patches_impl(x: Array, window: int | Window, strides: int,
   b, h, w, c = x.shape
   # lax.pad accepts negative amounts, which crop; the transposed conv needs that.
   xp = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (lo_h, hi_h, 0), (lo_w, hi_w, 0), (0, 0, 0)))
-  ho = _patch_geometry(h, win_h, strides, pads[0])
-  wo = _patch_geometry(w, win_w, strides, pads[1])
+  ho = conv_output_length(h, win_h, strides, pads[0])
+  wo = conv_output_length(w, win_w, strides, pads[1])
   slices = [
       lax.slice(xp, (0, i, j, 0),
                 (b, i + strides * (ho - 1) + 1, j + strides * (wo - 1) + 1, c),
@@ -238,8 +240,8 @@ def extract_patches(x: Array, window: int | Window, strides: int,
     raise ValueError(f'extract_patches expects [B, H, W, C], got shape {x.shape}')
   if min(win) < 1:
     raise ValueError(f'extract_patches needs a window >= 1, got {window}')
-  if (_patch_geometry(x.shape[1], win[0], strides, pads[0]) < 1
-      or _patch_geometry(x.shape[2], win[1], strides, pads[1]) < 1):
+  if (conv_output_length(x.shape[1], win[0], strides, pads[0]) < 1
+      or conv_output_length(x.shape[2], win[1], strides, pads[1]) < 1):
     raise ValueError(f'window {window} does not fit input {x.shape[1:3]} padded by {pads}')
   return _extract_patches(x, win, int(strides), pads)
 
@@ -308,7 +310,7 @@ def _sum(arrays: list[Array]) -> Array:
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
 def _sum_read_taps(z: Array, window: Window, strides: int,
                    pads: tuple[tuple[int, int], tuple[int, int]]) -> Array:
-  grid = tuple(_patch_geometry(n, w, strides, p)
+  grid = tuple(conv_output_length(n, w, strides, p)
                for n, w, p in zip(z.shape[-2:], window, pads, strict=True))
   return _sum(_read_taps(z, window, strides, pads, grid, tap_axis=True))
 
@@ -338,7 +340,8 @@ def _sum_written_taps_fwd(z, window, strides, pads, hw):
 
 def _sum_written_taps_bwd(window, strides, pads, hw, _, g):
   # Autodiff's transpose of the pads would be slices of a pad-sum; this is one stack of slices.
-  grid = tuple(_patch_geometry(n, w, strides, p) for n, w, p in zip(hw, window, pads, strict=True))
+  grid = tuple(conv_output_length(n, w, strides, p)
+               for n, w, p in zip(hw, window, pads, strict=True))
   return (jnp.stack(_read_taps(g, window, strides, pads, grid, tap_axis=False)),)
 
 
@@ -371,7 +374,7 @@ def sum_read_taps(z: Array, window: int | Window, strides: int,
   """
   win, pads = _check_taps('sum_read_taps', z, window, pads)
   for size, w, pad in zip(z.shape[-2:], win, pads, strict=True):
-    if _patch_geometry(size, w, strides, pad) < 1:
+    if conv_output_length(size, w, strides, pad) < 1:
       raise ValueError(f'window {window} does not fit input {z.shape[-2:]} padded by {pads}')
   return _sum_read_taps(z, win, int(strides), pads)
 
@@ -391,7 +394,7 @@ def sum_written_taps(z: Array, window: int | Window, strides: int,
   """
   win, pads = _check_taps('sum_written_taps', z, window, pads)
   for size, grid, w, pad in zip(hw, z.shape[-2:], win, pads, strict=True):
-    if _patch_geometry(size, w, strides, pad) != grid:
+    if conv_output_length(size, w, strides, pad) != grid:
       raise ValueError(f'{z.shape[-2:]} patches of window {window}, stride {strides} and pads '
                        f'{pads} do not come from an input of size {hw}')
   return _sum_written_taps(z, win, int(strides), pads, (int(hw[0]), int(hw[1])))
@@ -810,8 +813,8 @@ def conv_fast(x: Array, kernel: Array, strides: int,
   The rules were fitted on XLA:CPU; on other backends (GPU, TPU) the native op runs.
   """
   k, _, cin, cout = kernel.shape
-  out_size = tuple((size + lo + hi - k) // strides + 1
-                   for size, (lo, hi) in zip(x.shape[1:3], pads, strict=True))
+  out_size = tuple(conv_output_length(size, k, strides, axis_pads)
+                   for size, axis_pads in zip(x.shape[1:3], pads, strict=True))
   form = (fast_conv_form(k, strides, cin, cout, out_size) if jax.default_backend() == 'cpu'
           else 'native')
   return _CONV_FORMS[form](x, kernel, strides, pads)
