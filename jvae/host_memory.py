@@ -3,9 +3,9 @@
 Compiling a train step on XLA:CPU allocates a few hundred MB of transient compiler state (LLVM
 modules, buffer assignment). glibc's allocator keeps the freed pages in its arenas, so the
 process's resident set stays that much higher for the whole run: for mnist_cvae_onehot it was
-~220 MB above the step's working set after compile, and 62 MB after `malloc_trim` (measured with
-/proc/self/status around `.compile()`; BENCHMARKS.md). No maintained library wraps this, hence
-the few lines of ctypes.
+~280 MB over the pre-compile baseline after compile, and ~60 MB after `malloc_trim` (measured
+with /proc/self/status around `.compile()`; BENCHMARKS.md). No maintained library wraps this,
+hence the few lines of ctypes.
 """
 
 from __future__ import annotations
