@@ -10,7 +10,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jvae import distributed, trainer
+from jvae import distributed, host_memory, trainer
 from jvae.checkpointing import CheckpointError
 from jvae.config import ConfigError
 from jvae.data.sources import DataError
@@ -33,6 +33,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   logging.get_absl_handler().addFilter(_QuietLibraries())
+  if FLAGS.config.train.reuse_step_buffers:
+    host_memory.reuse_step_buffers()  # before distributed.initialize, which starts JAX
   distributed.initialize(FLAGS.config)
   try:
     trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)

@@ -20,11 +20,11 @@ What is measured, per config, in this order:
   train step (`jvae.trainer.create_experiment`), tracing included, persistent compilation cache
   off; the steps below run that compiled executable.
 - pipeline overhead %: blocks of `min(5, steps)` steps fed from grain's `train_iterator`
-  (`next()` + `parallel.global_batch` + step) alternate with equal blocks fed one device-resident
-  batch. Steps within a block are dispatched as the trainer's loop does, without waiting for the
-  previous one, so the next batch is read while a step computes; each block is timed to the end
-  of its last step. The overhead is the median pipeline-fed block over the median resident
-  block, minus 1.
+  (`next()` of the trainer's device-prefetching iterator + step) alternate with equal blocks fed
+  one device-resident batch. Steps within a block are dispatched as the trainer's loop does, so
+  the next batches are read and copied to the device while a step computes; each block is timed
+  to the end of its last step. The overhead is the median pipeline-fed block over the median
+  resident block, minus 1.
 - JAX ms/step, img/s: median over `--steps` device-resident steps (after `--warmup`), timed to
   completion. With torch, these steps alternate with the torch twin's eager and `torch.compile`
   steps (one of each in turn), so all three see the same machine load.
@@ -67,6 +67,7 @@ Times depend on machine load: compare numbers from one run, where variants alter
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import importlib.util
 import json
@@ -112,6 +113,8 @@ def define_flags() -> None:
   flags.DEFINE_boolean('check', False, 'Check the twin against the JAX model (same loss from the '
                        'same weights, same parameters after --check_steps real train steps) '
                        'instead of timing; exit 1 if any check fails.')
+  flags.DEFINE_boolean('reuse_step_buffers', None, 'Override train.reuse_step_buffers (default: '
+                       "the config's) in the JAX timing processes.")
   flags.DEFINE_integer('check_steps', 3, 'Train steps compared by --check.', lower_bound=0)
   flags.DEFINE_string('single', None, 'Internal: run one config in this process and print one '
                       'JSON line.')
@@ -319,18 +322,18 @@ class JaxSetup:
   def block(self, steps: int, pipeline: bool) -> float:
     """ms per step over `steps` steps dispatched as the trainer does, timed to the last one's end.
 
-    The trainer never waits for a step before reading the next batch: grain's `next()` and the
-    host -> device copy of step t + 1 run while step t computes (the one-step-late finiteness
-    check only waits for step t - 1). Timing whole blocks measures what that overlap leaves.
+    The trainer's batches are read and copied to the device by grain's prefetch threads while
+    the step computes (`data.device_prefetch`), and with asynchronous dispatch
+    (train.reuse_step_buffers off) the step returns before it is done, the one-step-late
+    finiteness check waiting only for step t - 1. Timing whole blocks measures what that
+    overlap leaves.
     """
     import jax
 
-    from jvae import parallel
     start = time.perf_counter()
     metrics = None
     for _ in range(steps):
-      batch = (parallel.global_batch(next(self.train_iter), self.experiment.mesh) if pipeline
-               else self.resident_batch)
+      batch = next(self.train_iter) if pipeline else self.resident_batch
       self.state, step_metrics = self.step_fn(self.state, batch, self.key)
       if metrics is not None:
         bool(metrics['finite'])
@@ -339,12 +342,11 @@ class JaxSetup:
     return (time.perf_counter() - start) * 1e3 / steps
 
   def pipeline_step(self) -> float:
-    """next() from the grain iterator, host -> device, the step: the trainer's loop body."""
+    """next() from the device-prefetching grain iterator, the step: the trainer's loop body."""
     import jax
 
-    from jvae import parallel
     start = time.perf_counter()
-    batch = parallel.global_batch(next(self.train_iter), self.experiment.mesh)
+    batch = next(self.train_iter)
     self.state, metrics = self.step_fn(self.state, batch, self.key)
     jax.block_until_ready((self.state, metrics))
     return (time.perf_counter() - start) * 1e3
@@ -397,9 +399,10 @@ def setup_jax(config, measure_memory: bool = False) -> JaxSetup:
   from jvae.data import pipeline
   experiment, synthetic = make_experiment(config)
   key = jax.random.key(config.seed)
-  train_iter = pipeline.train_iterator(experiment.train_source, config.data,
-                                       config.train.batch_size, config.seed)
-  resident = parallel.global_batch(next(train_iter), experiment.mesh)
+  train_iter = pipeline.train_iterator(
+      experiment.train_source, config.data, config.train.batch_size, config.seed,
+      to_device=functools.partial(parallel.global_batch, mesh=experiment.mesh))
+  resident = next(train_iter)
   baseline = memory_baseline(warm_up_jax) if measure_memory else {}
   state = experiment.init_state(jax.random.fold_in(key, 0))
   step_key = jax.random.fold_in(key, 1)
@@ -726,7 +729,7 @@ def check_config(spec: str, steps: int = 3, conv_impl: str | None = None,
   import numpy as np
   import torch
 
-  from jvae import losses, parallel, schedules, torch_twin
+  from jvae import losses, schedules, torch_twin
   from jvae import steps as steps_lib
   config = _override(load_config(spec), conv_impl, conv_transpose_impl)
   result: dict[str, Any] = {'config': config_name(spec), 'conv_impl': config.model.conv_impl,
@@ -758,8 +761,7 @@ def check_config(spec: str, steps: int = 3, conv_impl: str | None = None,
     return None if labels is None else torch.from_numpy(np.array(labels, np.int64))
 
   batches = [jax_setup.resident_batch] + [
-      parallel.global_batch(next(jax_setup.train_iter), experiment.mesh)
-      for _ in range(max(steps - 1, 0))]
+      next(jax_setup.train_iter) for _ in range(max(steps - 1, 0))]
   prepare = jax.jit(lambda b, k: steps_lib.prepare_batch(b, k, config))
 
   # 1. The deterministic loss from the same weights.
@@ -933,6 +935,9 @@ def format_table(rows: list[dict[str, Any]]) -> str:
                   if 'error' not in r})
   lines.append('')
   lines.append('conv_impl / conv_transpose_impl: ' + ', '.join(f'{a}/{b}' for a, b in impls))
+  reuse = sorted({str(r.get('reuse_step_buffers', '–')) for r in rows if 'error' not in r})
+  lines.append('')
+  lines.append('train.reuse_step_buffers in effect (the JAX processes): ' + ', '.join(reuse))
   lines.append('')
   lines.append('Medians of per-step wall times (each step run to completion) after warm-up; JAX '
                'and torch steps alternate. JAX ÷ eager/compile: JAX ms/step over torch ms/step '
@@ -1017,14 +1022,21 @@ def _single(spec: str) -> dict[str, Any]:
   if FLAGS.torch_memory:
     return torch_memory(spec, FLAGS.torch_memory, tuple(int(d) for d in FLAGS.image_shape),
                         FLAGS.steps, FLAGS.warmup, FLAGS.torch_threads)
+  reuse = FLAGS.reuse_step_buffers
+  if reuse is None:
+    reuse = load_config(spec).train.reuse_step_buffers
+  # As the trainer does, before JAX starts; the torch twin timed in this process shares it.
+  reused = reuse and host_memory.reuse_step_buffers()
   import jax
   # A cached executable would make the compile time meaningless.
   jax.config.update('jax_enable_compilation_cache', False)
   use_torch = FLAGS.torch if FLAGS.torch is not None else torch_available()
   if FLAGS.check:
     return check_config(spec, FLAGS.check_steps, FLAGS.conv_impl, FLAGS.conv_transpose_impl)
-  return benchmark_config(spec, FLAGS.steps, FLAGS.warmup, use_torch, FLAGS.torch_compile,
-                          FLAGS.conv_impl, FLAGS.conv_transpose_impl, FLAGS.torch_threads)
+  row = benchmark_config(spec, FLAGS.steps, FLAGS.warmup, use_torch, FLAGS.torch_compile,
+                         FLAGS.conv_impl, FLAGS.conv_transpose_impl, FLAGS.torch_threads)
+  row['reuse_step_buffers'] = reused
+  return row
 
 
 def _run_subprocess(spec: str, extra_args: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -1038,6 +1050,8 @@ def _run_subprocess(spec: str, extra_args: tuple[str, ...] = ()) -> dict[str, An
   for name in ('conv_impl', 'conv_transpose_impl'):
     if FLAGS[name].value:
       args.append(f'--{name}={FLAGS[name].value}')
+  if FLAGS.reuse_step_buffers is not None:
+    args.append('--reuse_step_buffers' if FLAGS.reuse_step_buffers else '--noreuse_step_buffers')
   env = dict(os.environ)
   env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(REPO), env.get('PYTHONPATH')]))
   try:

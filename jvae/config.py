@@ -44,6 +44,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.exclude_labels = ()
   c.data.num_workers = 0  # grain worker processes; 0 reads in the main process
   c.data.prefetch_threads = 2
+  # Training batches put on the devices ahead of the step by a background thread (0: on the
+  # training thread, between steps). With train.reuse_step_buffers the step runs on the
+  # training thread, so this is what keeps the host-to-device copy off the step's path.
+  c.data.device_prefetch = 2
   c.data.on_bad_image = 'skip'  # skip (and report) or error, for unreadable files in folders
   c.data.tfds_data_dir = ''  # '' uses TFDS's default
   c.data.speckle_num_train = 4096
@@ -152,6 +156,11 @@ def base_config() -> ml_collections.ConfigDict:
   # loads its compiled steps: no compile time, and none of the compiler's transient memory,
   # which sets the process's peak on CPU for small models (BENCHMARKS.md).
   c.train.compilation_cache_dir = ''
+  # Each XLA:CPU step's temporaries reuse the previous step's resident memory instead of fresh
+  # pages from the kernel (`jvae.host_memory.reuse_step_buffers`: synchronous single-device
+  # dispatch, glibc keeping freed memory). Process-wide; takes effect only when the process has
+  # not run JAX yet, as in train.py. False: JAX's and glibc's defaults.
+  c.train.reuse_step_buffers = True
 
   # Multi-host: jax.distributed.initialize before anything else. Empty fields are detected from
   # the cluster's environment (SLURM, Kubernetes, TPU pods, ...) by JAX itself.
@@ -201,6 +210,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     'data.holdout_fraction': (0.0, 0.9),
     'data.num_workers': (0, 256),
     'data.prefetch_threads': (0, 256),
+    'data.device_prefetch': (0, 64),
     'data.speckle_num_train': (1, None),
     'data.speckle_num_eval': (1, None),
     'data.speckle_pupil_fraction': (0.01, 0.5),

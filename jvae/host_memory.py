@@ -1,11 +1,23 @@
-"""Handing memory that XLA's compiler freed back to the operating system.
+"""How the process's host memory is allocated and handed back on XLA:CPU.
 
-Compiling a train step on XLA:CPU allocates a few hundred MB of transient compiler state (LLVM
-modules, buffer assignment). glibc's allocator keeps the freed pages in its arenas, so the
-process's resident set stays that much higher for the whole run: for mnist_cvae_onehot it was
-~280 MB over the pre-compile baseline after compile, and ~60 MB after `malloc_trim` (measured
-with /proc/self/status around `.compile()`; BENCHMARKS.md). No maintained library wraps this,
-hence the few lines of ctypes.
+Two things, both glibc's allocator settings that no maintained library wraps (hence the few
+lines of ctypes):
+
+`reuse_step_buffers`: every execution of a compiled step allocates its temporaries as one
+buffer (98 MB for mnist_cvae_onehot) and frees it when the step ends. glibc serves an allocation
+that large with fresh pages from mmap (its threshold is at most 32 MB, and the per-thread arenas
+of JAX's dispatch threads cannot hold it at all) and unmaps it on free, so every step the kernel
+zero-filled ~25,000 new pages: a fifth of the step's CPU time as system time, measured with
+getrusage and strace (BENCHMARKS.md). Running single-device steps on the calling thread (whose
+arena is glibc's main one) with mmap and heap trimming off makes the freed buffer come back
+from the free list, already resident.
+
+`release_freed_memory`: compiling a train step on XLA:CPU allocates a few hundred MB of
+transient compiler state (LLVM modules, buffer assignment), which glibc keeps in its arenas
+after it is freed: for mnist_cvae_onehot ~280 MB over the pre-compile baseline after the
+compile, ~60 MB after `malloc_trim` (/proc/self/status around `.compile()`; BENCHMARKS.md). The
+trainer trims once after its first step and after each evaluation; `malloc_trim` also returns
+free pages inside the heap, so it works with `reuse_step_buffers`' settings too.
 """
 
 from __future__ import annotations
@@ -14,22 +26,54 @@ import ctypes
 import ctypes.util
 import functools
 
+from absl import logging
+
+# mallopt parameters, from glibc's <malloc.h>.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+# The largest M_TRIM_THRESHOLD mallopt takes (an int): free memory at the heap's top is only
+# returned past 2 GB, in practice never; release_freed_memory still returns it on purpose.
+_NEVER_TRIM = 2**31 - 1
+
 
 @functools.cache
-def _libc_malloc_trim():
-  name = ctypes.util.find_library('c')
-  if name is None:
+def _libc_function(name: str):
+  library = ctypes.util.find_library('c')
+  if library is None:
     return None
   try:
-    return ctypes.CDLL(name).malloc_trim
-  except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
+    return getattr(ctypes.CDLL(library), name)
+  except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to set
     return None
+
+
+def reuse_step_buffers() -> bool:
+  """Makes each step's XLA:CPU temporaries reuse the previous step's resident memory.
+
+  Sets `jax_cpu_enable_async_dispatch` off (single-device computations then run on the calling
+  thread; multi-device ones are dispatched as before) and glibc's mmap count and trim threshold
+  so that freed buffers stay in the heap. Process-wide, and only possible before JAX starts
+  its backends: returns False, and logs why, when they already run or the C library is not
+  glibc. mnist_cvae_onehot's step went from ~110 to ~90 ms (BENCHMARKS.md).
+  """
+  import jax
+  from jax._src import xla_bridge  # backends_are_initialized: not exported, used by JAX itself
+
+  if xla_bridge.backends_are_initialized():
+    logging.info('reuse_step_buffers: JAX is already running; the process keeps its settings')
+    return False
+  mallopt = _libc_function('mallopt')
+  if mallopt is None:
+    logging.info('reuse_step_buffers: no glibc mallopt here; the process keeps its settings')
+    return False
+  jax.config.update('jax_cpu_enable_async_dispatch', False)
+  return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM))
 
 
 def release_freed_memory() -> bool:
   """Returns the allocator's free pages to the OS (glibc `malloc_trim(0)`); False where the C
   library has no such call. Takes milliseconds; call it after a compile, not every step."""
-  trim = _libc_malloc_trim()
+  trim = _libc_function('malloc_trim')
   if trim is None:
     return False
   trim(0)

@@ -30,7 +30,7 @@ from typing import Any
 
 from absl import app, flags
 
-from jvae import bench
+from jvae import bench, host_memory
 
 _INSTRUCTION = re.compile(r'^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(\S+)\s')
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
@@ -146,6 +146,8 @@ def _apply(config, assignment: str):
 
 def main(argv) -> None:
   del argv
+  if bench.load_config(FLAGS.configs[0]).train.reuse_step_buffers:
+    host_memory.reuse_step_buffers()  # as the trainer does; one process for all the configs
   for spec in FLAGS.configs:
     config = bench.load_config(spec)
     for assignment in FLAGS.set:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import json
 import os
 import signal
@@ -328,6 +329,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   Returns the final eval metrics, also written to `<workdir>/eval/<split>/metrics.json`.
   """
+  if config.train.reuse_step_buffers:
+    host_memory.reuse_step_buffers()  # before create_experiment, which starts JAX's backends
   experiment = create_experiment(config)  # Validates config and data before anything else.
   if config.train.compilation_cache_dir:
     use_compilation_cache(config.train.compilation_cache_dir)
@@ -354,7 +357,8 @@ def _train(experiment: Experiment, workdir: str, stop: _StopSignals) -> dict[str
   restored = checkpoints.restore(experiment.abstract_state())
   train_iter = pipeline.train_iterator(
       experiment.train_source, config.data, config.train.batch_size, config.seed,
-      jax.process_index(), jax.process_count())
+      jax.process_index(), jax.process_count(),
+      to_device=functools.partial(parallel.global_batch, mesh=experiment.mesh))
   if restored is None:
     key = jax.random.key(config.seed)
     state = experiment.init_state(jax.random.fold_in(key, 0))
@@ -385,8 +389,7 @@ def _train(experiment: Experiment, workdir: str, stop: _StopSignals) -> dict[str
   last_log_time, last_log_step = time.perf_counter(), start_step
   try:
     for step in range(start_step, num_steps):
-      batch = parallel.global_batch(next(train_iter), experiment.mesh)
-      state, metrics = experiment.train_step(state, batch, key)
+      state, metrics = experiment.train_step(state, next(train_iter), key)
       if step == start_step:
         # The step is compiled by now; the compiler's freed memory need not stay resident.
         host_memory.release_freed_memory()
@@ -444,6 +447,7 @@ def _train(experiment: Experiment, workdir: str, stop: _StopSignals) -> dict[str
       _write_final_metrics(workdir, config, final_step, eval_metrics, figures)
     return eval_metrics
   finally:
+    train_iter.close()  # stops the device-prefetch thread
     progress.close()
     writer.close()
     checkpoints.close()

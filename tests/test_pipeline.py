@@ -1,8 +1,12 @@
 """The grain pipelines: seeded shuffling, resumable iterator state, complete eval passes."""
 
+import functools
+
+import jax
 import numpy as np
 from conftest import tiny_config
 
+from jvae import parallel
 from jvae.data import pipeline, sources
 
 
@@ -22,6 +26,28 @@ def test_a_restored_iterator_continues_with_the_same_batches():
   fresh.set_state(state)
   for batch in expected:
     np.testing.assert_array_equal(next(fresh)['image'], batch)
+
+
+def test_device_prefetch_yields_the_same_global_batches_and_a_resumable_state():
+  source, data_config = _digits()
+  mesh = parallel.make_mesh()
+  to_device = functools.partial(parallel.global_batch, mesh=mesh)
+  plain = pipeline.train_iterator(source, data_config, 16, seed=3)
+  expected = [next(plain)['image'] for _ in range(9)]
+  data_config.device_prefetch = 3
+  prefetching = pipeline.train_iterator(source, data_config, 16, seed=3, to_device=to_device)
+  for batch in expected[:5]:
+    image = next(prefetching)['image']
+    assert isinstance(image, jax.Array) and image.sharding == parallel.data_sharded(mesh)
+    np.testing.assert_array_equal(np.asarray(image), batch)
+  # By now the thread has made batches 6-8 as well; the state is still that of batch 5.
+  state = prefetching.get_state()
+  prefetching.close()
+  fresh = pipeline.train_iterator(source, data_config, 16, seed=3, to_device=to_device)
+  fresh.set_state(state)
+  for batch in expected[5:]:
+    np.testing.assert_array_equal(np.asarray(next(fresh)['image']), batch)
+  fresh.close()
 
 
 def test_each_epoch_is_a_new_permutation_of_the_whole_split():

@@ -12,6 +12,9 @@ process would read, so a run on many hosts draws the same batches as a run on on
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import grain
 import jax.numpy as jnp
 import ml_collections
@@ -41,11 +44,15 @@ def _strip_index(record: dict) -> dict:
 
 
 def train_iterator(source, data_config: ml_collections.ConfigDict, global_batch_size: int,
-                   seed: int, process_index: int = 0, process_count: int = 1):
+                   seed: int, process_index: int = 0, process_count: int = 1,
+                   to_device: Callable[[dict], Any] | None = None):
   """An endless, reshuffled-every-epoch iterator of local batches with get_state/set_state.
 
   The shuffle is grain's index shuffle keyed by `seed`, so a restored iterator state continues
-  with exactly the batches the interrupted run would have seen.
+  with exactly the batches the interrupted run would have seen. With `to_device` (e.g.
+  `lambda b: parallel.global_batch(b, mesh)`) it yields that function's results instead, made
+  `data.device_prefetch` batches ahead by a background thread; the state is still that of the
+  last batch handed out, not of the ones waiting in the buffer.
   """
   batch = local_batch_size(global_batch_size, process_count)
   if len(source) < global_batch_size:
@@ -58,6 +65,11 @@ def train_iterator(source, data_config: ml_collections.ConfigDict, global_batch_
   if data_config.num_workers > 0:
     iter_dataset = iter_dataset.mp_prefetch(
         grain.MultiprocessingOptions(num_workers=int(data_config.num_workers)))
+  if to_device is not None:
+    iter_dataset = iter_dataset.map(to_device)
+    if data_config.device_prefetch > 0:
+      iter_dataset = grain.experimental.ThreadPrefetchIterDataset(
+          iter_dataset, prefetch_buffer_size=int(data_config.device_prefetch))
   return iter(iter_dataset)
 
 
