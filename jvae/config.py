@@ -161,6 +161,12 @@ def base_config() -> ml_collections.ConfigDict:
   # dispatch, glibc keeping freed memory). Process-wide; takes effect only when the process has
   # not run JAX yet, as in train.py. False: JAX's and glibc's defaults.
   c.train.reuse_step_buffers = True
+  # Every this many steps (0: never; it also runs after the first step and each evaluation) the
+  # allocator's free pages go back to the OS (`jvae.host_memory.release_freed_memory`). Memory
+  # that glibc keeps for reuse can fragment: a step's large buffer that no longer fits its old
+  # hole takes new pages while the hole stays resident; trimming returns the hole, at the cost
+  # of the step buffer's page faults once.
+  c.train.release_memory_every_steps = 100
 
   # Multi-host: jax.distributed.initialize before anything else. Empty fields are detected from
   # the cluster's environment (SLURM, Kubernetes, TPU pods, ...) by JAX itself.
@@ -243,6 +249,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     'train.weight_decay': (0.0, None),
     'train.grad_clip_norm': (0.0, None),
     'train.log_every_steps': (1, None),
+    'train.release_memory_every_steps': (0, None),
     'train.eval_every_steps': (1, None),
     'train.checkpoint_every_steps': (1, None),
     'train.keep_checkpoints': (1, None),

@@ -390,8 +390,10 @@ def _train(experiment: Experiment, workdir: str, stop: _StopSignals) -> dict[str
   try:
     for step in range(start_step, num_steps):
       state, metrics = experiment.train_step(state, next(train_iter), key)
-      if step == start_step:
-        # The step is compiled by now; the compiler's freed memory need not stay resident.
+      release_every = config.train.release_memory_every_steps
+      if step == start_step or (release_every and (step + 1) % release_every == 0):
+        # After the first step: the step is compiled, the compiler's freed memory need not stay
+        # resident. Later: the holes that kept memory fragmented into (config.py).
         host_memory.release_freed_memory()
       # The previous step's finiteness is checked now, after this step is dispatched, so the
       # host never waits on the device just to look at one flag.

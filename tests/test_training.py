@@ -279,3 +279,16 @@ def test_compilation_cache_dir_stores_the_compiled_steps(tmp_path, config):
     trainer.use_compilation_cache('')
   cached = {path.name.split('-')[0] for path in cache.iterdir()}
   assert {'jit_train_step', 'jit_eval_step', 'jit_init'} <= cached, cached
+
+
+@pytest.mark.parametrize('every, releases_in_loop', [(0, 1), (2, 4)])
+def test_the_trainer_returns_freed_memory_on_its_schedule(tmp_path, config, monkeypatch, every,
+                                                         releases_in_loop):
+  from jvae import host_memory
+  calls = []
+  monkeypatch.setattr(host_memory, 'release_freed_memory', lambda: calls.append(1) or True)
+  config.train.num_train_steps = 6
+  config.train.release_memory_every_steps = every
+  trainer.train_and_evaluate(config, str(tmp_path / f'every_{every}'))
+  # After the first step, then after steps 2, 4 and 6; the final evaluation adds one more.
+  assert len(calls) == releases_in_loop + 1
