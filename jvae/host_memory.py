@@ -54,7 +54,7 @@ def reuse_step_buffers() -> bool:
   thread; multi-device ones are dispatched as before) and glibc's mmap count and trim threshold
   so that freed buffers stay in the heap. Process-wide, and only possible before JAX starts
   its backends: returns False, and logs why, when they already run or the C library is not
-  glibc. mnist_cvae_onehot's step went from ~110 to ~90 ms (BENCHMARKS.md).
+  glibc. mnist_cvae_onehot's step went from 144.9 to 111.2 ms (BENCHMARKS.md).
   """
   import jax
   from jax._src import xla_bridge  # backends_are_initialized: not exported, used by JAX itself

@@ -181,10 +181,10 @@ def evaluate(experiment: Experiment, state: TrainState, key: jax.Array,
   totals = None
   batches = pipeline.eval_batches(
       experiment.eval_source, config.data, config.train.eval_batch_size, max_batches,
-      jax.process_index(), jax.process_count())
+      jax.process_index(), jax.process_count(),
+      to_device=functools.partial(parallel.global_batch, mesh=experiment.mesh))
   for index, batch in enumerate(batches):
-    sums = experiment.eval_step(state, parallel.global_batch(batch, experiment.mesh),
-                                jax.random.fold_in(key, index))
+    sums = experiment.eval_step(state, batch, jax.random.fold_in(key, index))
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   metrics = steps.finalize_eval(jax.device_get(totals), config.train.active_unit_threshold)
   host_memory.release_freed_memory()  # after the eval step's first compile

@@ -65,12 +65,19 @@ def train_iterator(source, data_config: ml_collections.ConfigDict, global_batch_
   if data_config.num_workers > 0:
     iter_dataset = iter_dataset.mp_prefetch(
         grain.MultiprocessingOptions(num_workers=int(data_config.num_workers)))
-  if to_device is not None:
-    iter_dataset = iter_dataset.map(to_device)
-    if data_config.device_prefetch > 0:
-      iter_dataset = grain.experimental.ThreadPrefetchIterDataset(
-          iter_dataset, prefetch_buffer_size=int(data_config.device_prefetch))
-  return iter(iter_dataset)
+  return iter(_put_on_device(iter_dataset, data_config, to_device))
+
+
+def _put_on_device(iter_dataset: grain.IterDataset, data_config: ml_collections.ConfigDict,
+                   to_device: Callable[[dict], Any] | None) -> grain.IterDataset:
+  """`to_device` applied to every batch, `data.device_prefetch` batches ahead on a thread."""
+  if to_device is None:
+    return iter_dataset
+  iter_dataset = iter_dataset.map(to_device)
+  if data_config.device_prefetch > 0:
+    iter_dataset = grain.experimental.ThreadPrefetchIterDataset(
+        iter_dataset, prefetch_buffer_size=int(data_config.device_prefetch))
+  return iter_dataset
 
 
 # Far more rows than any run reads; grain datasets index lazily, so the length costs nothing.
@@ -98,11 +105,13 @@ def num_eval_batches(num_examples: int, global_batch_size: int, max_batches: int
 
 
 def eval_batches(source, data_config: ml_collections.ConfigDict, global_batch_size: int,
-                 max_batches: int = 0, process_index: int = 0, process_count: int = 1):
+                 max_batches: int = 0, process_index: int = 0, process_count: int = 1,
+                 to_device: Callable[[dict], Any] | None = None):
   """One complete, ordered pass over `source` in local batches, the last one padded.
 
   Every batch has the full local size and a 'mask' [b] float32 that is 1 for real examples and 0
   for padding, so a compiled eval step sees one shape and every example counts exactly once.
+  `to_device` as in `train_iterator`.
   """
   batch = local_batch_size(global_batch_size, process_count)
   total = len(source)
@@ -120,7 +129,8 @@ def eval_batches(source, data_config: ml_collections.ConfigDict, global_batch_si
   positions = _local_rows(grain.MapDataset.range(padded), batch, process_index, process_count,
                           length=padded // process_count)
   dataset = positions.map(fetch).batch(batch, drop_remainder=False)
-  return iter(dataset.to_iter_dataset(_read_options(data_config)))
+  return iter(_put_on_device(dataset.to_iter_dataset(_read_options(data_config)), data_config,
+                             to_device))
 
 
 def to_float(images: jnp.ndarray, value_range: str) -> jnp.ndarray:
