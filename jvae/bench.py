@@ -67,7 +67,6 @@ Times depend on machine load: compare numbers from one run, where variants alter
 from __future__ import annotations
 
 import dataclasses
-import functools
 import gc
 import importlib.util
 import json
@@ -395,13 +394,12 @@ def setup_jax(config, measure_memory: bool = False) -> JaxSetup:
   """
   import jax
 
-  from jvae import parallel
   from jvae.data import pipeline
   experiment, synthetic = make_experiment(config)
   key = jax.random.key(config.seed)
   train_iter = pipeline.train_iterator(
       experiment.train_source, config.data, config.train.batch_size, config.seed,
-      to_device=functools.partial(parallel.global_batch, mesh=experiment.mesh))
+      to_device=experiment.global_batch)
   resident = next(train_iter)
   baseline = memory_baseline(warm_up_jax) if measure_memory else {}
   state = experiment.init_state(jax.random.fold_in(key, 0))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
-import functools
 import json
 import os
 import signal
@@ -87,6 +86,10 @@ class Experiment:
 
   def abstract_state(self) -> TrainState:
     return abstract_state(self.model, self.config, self.image_shape, self.optimizer, self.mesh)
+
+  def global_batch(self, local_batch: dict) -> dict:
+    """This process's batch as global arrays sharded over the mesh (the pipelines' to_device)."""
+    return parallel.global_batch(local_batch, self.mesh)
 
 
 def create_experiment(config: ml_collections.ConfigDict, mesh=None,
@@ -182,7 +185,7 @@ def evaluate(experiment: Experiment, state: TrainState, key: jax.Array,
   batches = pipeline.eval_batches(
       experiment.eval_source, config.data, config.train.eval_batch_size, max_batches,
       jax.process_index(), jax.process_count(),
-      to_device=functools.partial(parallel.global_batch, mesh=experiment.mesh))
+      to_device=experiment.global_batch)
   for index, batch in enumerate(batches):
     sums = experiment.eval_step(state, batch, jax.random.fold_in(key, index))
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
@@ -358,7 +361,7 @@ def _train(experiment: Experiment, workdir: str, stop: _StopSignals) -> dict[str
   train_iter = pipeline.train_iterator(
       experiment.train_source, config.data, config.train.batch_size, config.seed,
       jax.process_index(), jax.process_count(),
-      to_device=functools.partial(parallel.global_batch, mesh=experiment.mesh))
+      to_device=experiment.global_batch)
   if restored is None:
     key = jax.random.key(config.seed)
     state = experiment.init_state(jax.random.fold_in(key, 0))
@@ -380,6 +383,7 @@ def _train(experiment: Experiment, workdir: str, stop: _StopSignals) -> dict[str
   eval_key = jax.random.fold_in(key, 2**31 - 1)  # A stream no train step folds in.
   learning_rate = schedules.learning_rate_schedule(config.train)
   num_steps = config.train.num_train_steps
+  release_every = config.train.release_memory_every_steps
 
   def checkpoint(step: int) -> None:
     checkpoints.save(step, state, key, train_iter.get_state(), config)
@@ -390,7 +394,6 @@ def _train(experiment: Experiment, workdir: str, stop: _StopSignals) -> dict[str
   try:
     for step in range(start_step, num_steps):
       state, metrics = experiment.train_step(state, next(train_iter), key)
-      release_every = config.train.release_memory_every_steps
       if step == start_step or (release_every and (step + 1) % release_every == 0):
         # After the first step: the step is compiled, the compiler's freed memory need not stay
         # resident. Later: the holes that kept memory fragmented into (config.py).
