@@ -107,3 +107,50 @@ def test_process_local_train_batches_assemble_into_the_single_process_batches():
     parts = [next(it) for it in local]
     for name in ('image', 'label', 'index'):
       np.testing.assert_array_equal(np.concatenate([p[name] for p in parts]), expected[name])
+
+
+def _stacked_records(source, indices):
+  records = [source[int(i)] for i in indices]
+  return {name: np.stack([r[name] for r in records]) for name in records[0]}
+
+
+def test_read_batch_equals_the_records_it_stacks(tmp_path):
+  from PIL import Image
+  digits, data_config = _digits()
+  without_threes = sources.select_labels(digits, exclude=(3,))
+  rng = np.random.default_rng(0)
+  for i in range(5):
+    Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / f'{i}.png')
+  data_config.source = f'folder:{tmp_path}'
+  data_config.holdout_fraction = 0.0
+  folder = sources.open_source(data_config, 'train', seed=0)
+  cases = ((digits, [5, 0, 5, 1200]), (without_threes, [7, 2, len(without_threes) - 1]),
+           (folder, [4, 1, 1]))
+  for source, indices in cases:
+    batch = source.read_batch(np.asarray(indices))
+    expected = _stacked_records(source, indices)
+    assert batch.keys() == expected.keys()
+    for name, values in expected.items():
+      np.testing.assert_array_equal(batch[name], values)
+    assert batch['image'].dtype == np.uint8
+    assert batch['label'].dtype == batch['index'].dtype == np.int32
+  # The gather copies: writing into a batch cannot change the cached split.
+  digits.read_batch(np.asarray([0]))['image'][:] = 0
+  assert digits[0]['image'].any()
+
+
+def test_worker_processes_yield_the_same_batches_and_a_resumable_state():
+  source, data_config = _digits()
+  in_process = pipeline.train_iterator(source, data_config, 16, seed=2)
+  expected = [next(in_process) for _ in range(6)]
+  data_config.num_workers = 2
+  workers = pipeline.train_iterator(source, data_config, 16, seed=2)
+  for batch in expected[:3]:
+    got = next(workers)
+    for name in ('image', 'label', 'index'):
+      np.testing.assert_array_equal(got[name], batch[name])
+  state = workers.get_state()
+  resumed = pipeline.train_iterator(source, data_config, 16, seed=2)
+  resumed.set_state(state)
+  for batch in expected[3:]:
+    np.testing.assert_array_equal(next(resumed)['image'], batch['image'])

@@ -107,6 +107,18 @@ class ImageSource:
     image, label = self._load(i)
     return {'image': image, 'label': np.int32(label), 'index': np.int64(i)}
 
+  def read_batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+    """Records `indices` (ints in [0, len)) stacked: {'image' [b, H, W, C] uint8, 'label' [b]
+    int32, 'index' [b] int32, and 'input' from paired sources}, the pipelines' batch layout.
+
+    Reads record by record; in-memory sources override it with one gather.
+    """
+    records = [self[int(i)] for i in indices]
+    batch = {name: np.stack([r[name] for r in records]) for name in records[0]}
+    batch['label'] = batch['label'].astype(np.int32)
+    batch['index'] = batch['index'].astype(np.int32)
+    return batch
+
   def __repr__(self) -> str:
     # grain keys checkpoints on the repr, so it holds no memory addresses.
     return f'{type(self).__name__}({self.name}, n={len(self)}, image_shape={self.info.image_shape})'
@@ -142,6 +154,13 @@ class ArraySource(ImageSource):
     # A copy, so that a consumer writing into its record cannot change the cached split.
     label = -1 if self._labels is None else int(self._labels[index])
     return self._images[index].copy(), label
+
+  def read_batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+    indices = np.asarray(indices, dtype=np.int64)
+    # Fancy indexing copies, so the cached split stays safe from consumers here too.
+    labels = (np.full(len(indices), -1, np.int32) if self._labels is None
+              else self._labels[indices])
+    return {'image': self._images[indices], 'label': labels, 'index': indices.astype(np.int32)}
 
 
 class FolderSource(ImageSource):
@@ -230,6 +249,11 @@ class LabelSubset(ImageSource):
 
   def labels(self) -> np.ndarray:
     return self.source.labels()[self.positions]
+
+  def read_batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+    batch = self.source.read_batch(self.positions[np.asarray(indices, dtype=np.int64)])
+    batch['index'] = np.asarray(indices, dtype=np.int32)
+    return batch
 
 
 def select_labels(source: ImageSource, exclude: Sequence[int] = (),
