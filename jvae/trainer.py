@@ -186,9 +186,12 @@ def evaluate(experiment: Experiment, state: TrainState, key: jax.Array,
       experiment.eval_source, config.data, config.train.eval_batch_size, max_batches,
       jax.process_index(), jax.process_count(),
       to_device=experiment.global_batch)
-  for index, batch in enumerate(batches):
-    sums = experiment.eval_step(state, batch, jax.random.fold_in(key, index))
-    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  try:
+    for index, batch in enumerate(batches):
+      sums = experiment.eval_step(state, batch, jax.random.fold_in(key, index))
+      totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  finally:  # stops the prefetch thread, also when a step raises partway through the pass
+    batches.close()
   metrics = steps.finalize_eval(jax.device_get(totals), config.train.active_unit_threshold)
   host_memory.release_freed_memory()  # after the eval step's first compile
   if 'elbo' in metrics and config.loss.reconstruction in likelihood.DENSITY_LIKELIHOODS:

@@ -292,3 +292,34 @@ def test_the_trainer_returns_freed_memory_on_its_schedule(tmp_path, config, monk
   trainer.train_and_evaluate(config, str(tmp_path / f'every_{every}'))
   # After the first step, then after steps 2, 4 and 6; the final evaluation adds one more.
   assert len(calls) == releases_in_loop + 1
+
+
+def test_an_eval_step_that_raises_leaves_no_prefetch_thread_behind(config):
+  import dataclasses
+  import threading
+
+  def running_threads():
+    return {t.ident for t in threading.enumerate() if t.is_alive()}
+
+  config.train.eval_batch_size = 8  # many more batches than the prefetch buffer holds
+  experiment = trainer.create_experiment(config)
+  state = experiment.init_state(jax.random.key(0))
+  before = running_threads()
+  started = []
+
+  def failing_eval_step(state, batch, key):
+    started.append(running_threads() - before)
+    if len(started) == 2:
+      raise RuntimeError('eval step failed')
+    return experiment.eval_step(state, batch, key)
+
+  failing = dataclasses.replace(experiment, eval_step=failing_eval_step)
+  # The traceback stays referenced, as a notebook keeps its last one, which keeps the
+  # iterator alive: only closing it stops the thread.
+  with pytest.raises(RuntimeError, match='eval step failed') as raised:
+    trainer.evaluate(failing, state, jax.random.key(1))
+  assert raised.traceback and started[1], 'expected the eval pass to run a prefetch thread'
+  deadline = time.monotonic() + 10
+  while running_threads() & started[1]:
+    assert time.monotonic() < deadline, 'the eval prefetch thread is still running'
+    time.sleep(0.05)
