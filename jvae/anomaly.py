@@ -316,6 +316,7 @@ def _class_ids(values: list[str]) -> tuple[int, ...]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  cli.reuse_step_buffers_of(FLAGS.workdir)
   checkpoint = cli.checkpoint_arg(FLAGS.checkpoint)
   with cli.exit_on_user_error():
     record = detect_anomalies(FLAGS.workdir, FLAGS.anomalies, FLAGS.anomaly_split,

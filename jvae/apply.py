@@ -40,7 +40,7 @@ import numpy as np
 from absl import app, flags, logging
 from PIL import Image, ImageOps
 
-from jvae import inference
+from jvae import cli, inference
 from jvae.data import sources
 
 TASKS = ('restore', 'reconstruct', 'encode', 'score')
@@ -414,6 +414,7 @@ def main(argv: list[str], flag_values: flags.FlagValues = FLAGS) -> None:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   logging.get_absl_handler().addFilter(_QuietLibraries())
   fv = flag_values
+  cli.reuse_step_buffers_of(fv.workdir)
   try:
     summary = apply_to_files(fv.workdir, fv.input, fv.output, fv.task, fv.checkpoint, fv.mode,
                              fv.overlap, fv.label, fv.batch_size, fv.progress)

@@ -16,6 +16,23 @@ from absl import logging
 USER_ERRORS = (ValueError, FileNotFoundError, RuntimeError)
 
 
+def reuse_step_buffers_of(*workdirs: str) -> bool:
+  """Applies the runs' `train.reuse_step_buffers` to a tool that reloads them, before it starts
+  JAX: their eval steps allocate the same per-execution temporaries as the train step.
+
+  Applied only when every run asks for it. A run whose config cannot be read is left to the
+  tool, which reports it; then nothing is applied. Returns whether the setting took effect.
+  """
+  from jvae import host_memory, runs  # runs imports the trainer; cli is imported by everything
+
+  try:
+    wanted = all(bool(runs.load_config(workdir).train.reuse_step_buffers)
+                 for workdir in workdirs)
+  except (OSError, ValueError):
+    return False
+  return bool(workdirs) and wanted and host_memory.reuse_step_buffers()
+
+
 def checkpoint_arg(value: str) -> str | int:
   """A --checkpoint flag value: 'best', 'latest' or a step number."""
   return int(value) if value.isdigit() else value

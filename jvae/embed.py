@@ -150,6 +150,7 @@ def _define_flags():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  cli.reuse_step_buffers_of(FLAGS.workdir)
   checkpoint = cli.checkpoint_arg(FLAGS.checkpoint)
   with cli.exit_on_user_error():
     summary = export_embeddings(FLAGS.workdir, FLAGS.split, checkpoint, FLAGS.output,

@@ -116,6 +116,7 @@ def _define_flags():
 
 def main(argv):
   del argv
+  cli.reuse_step_buffers_of(FLAGS.workdir)
   checkpoint = cli.checkpoint_arg(FLAGS.checkpoint)
   with cli.exit_on_user_error():
     record = evaluate_run(FLAGS.workdir, FLAGS.split, checkpoint, FLAGS.seed, FLAGS.max_batches,

@@ -125,6 +125,7 @@ def _define_flags():
 
 def main(argv):
   del argv
+  cli.reuse_step_buffers_of(*FLAGS.workdirs)
   checkpoint = cli.checkpoint_arg(FLAGS.checkpoint)
   with cli.exit_on_user_error():
     record = compare_runs(FLAGS.workdirs, FLAGS.like, FLAGS.names, FLAGS.split, checkpoint,

@@ -53,3 +53,31 @@ def test_reuse_step_buffers_leaves_a_running_jax_alone():
   jax.numpy.zeros(1).block_until_ready()  # JAX's backends are up in this process
   assert not host_memory.reuse_step_buffers()
   assert jax.config.values['jax_cpu_enable_async_dispatch']
+
+
+_TOOL_PROBE = '''
+import json, sys
+from jvae import cli
+applied = cli.reuse_step_buffers_of(*sys.argv[1:])
+import jax
+print(json.dumps({'applied': applied,
+                  'async': jax.config.values['jax_cpu_enable_async_dispatch']}))
+'''
+
+
+def test_tools_apply_the_setting_of_the_runs_they_reload(tmp_path):
+  def run_dir(name, reuse):
+    workdir = tmp_path / name
+    workdir.mkdir()
+    (workdir / 'config.json').write_text(json.dumps({'train': {'reuse_step_buffers': reuse}}))
+    return str(workdir)
+
+  def probe(*workdirs):
+    out = subprocess.run([sys.executable, '-c', _TOOL_PROBE, *workdirs], capture_output=True,
+                         text=True, check=True, timeout=300).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+  on, off = run_dir('on', True), run_dir('off', False)
+  assert probe(on) == {'applied': True, 'async': False}
+  assert probe(on, off) == {'applied': False, 'async': True}  # every run must ask for it
+  assert probe(str(tmp_path / 'missing')) == {'applied': False, 'async': True}

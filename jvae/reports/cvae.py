@@ -120,6 +120,7 @@ def _define_flags():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  cli.reuse_step_buffers_of(FLAGS.workdir)
   checkpoint = cli.checkpoint_arg(FLAGS.checkpoint)
   with cli.exit_on_user_error():
     report = cvae_report(FLAGS.workdir, FLAGS.classifier, checkpoint, FLAGS.seed,

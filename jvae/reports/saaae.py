@@ -191,6 +191,7 @@ def _define_flags():
 
 def main(argv):
   del argv
+  cli.reuse_step_buffers_of(*FLAGS.workdir) if FLAGS.figures else None
   checkpoint = cli.checkpoint_arg(FLAGS.checkpoint)
   with cli.exit_on_user_error():
     for workdir in FLAGS.workdir if FLAGS.figures else ():
