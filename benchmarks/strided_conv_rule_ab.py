@@ -1,8 +1,10 @@
-"""In-step A/B of the Conv 'fast' rule: as shipped, against stride > 1 convs run as 'patches'.
+"""In-step A/B of the Conv 'fast' rule for strided convs: as shipped, against every strided conv
+the general rules leave native kept native ('native', the rule before 2026-12-02) or sent to
+'patches' ('patches').
 
-Builds each config's train step twice in one process, once with `layers.fast_conv_form` as is
-and once with strided convs sent to 'patches', then runs the two alternately (`bench.alternated`:
-one step each per round, swapping which goes first) so that both see the same machine load.
+Builds each config's train step three times in one process, then runs them alternately
+(`bench.alternated`: one step each per round, rotating which goes first) so that all see the same
+machine load. Applies train.reuse_step_buffers first, as the trainer does.
 
   python benchmarks/strided_conv_rule_ab.py configs/lfw_conv_ae.py [more configs] [--rounds 20]
 
@@ -15,8 +17,12 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from jvae import bench
-from jvae.models import layers
+from jvae import host_memory
+
+host_memory.reuse_step_buffers()  # before bench imports JAX's backends, as train.py does
+
+from jvae import bench  # noqa: E402
+from jvae.models import layers  # noqa: E402
 
 
 def main() -> None:
@@ -27,25 +33,31 @@ def main() -> None:
   args = parser.parse_args()
   shipped = layers.fast_conv_form
 
-  def strided_patches(k, s, cin, cout, out_size=None):
-    return 'patches' if s > 1 else shipped(k, s, cin, cout, out_size)
+  def strided(form):
+    def rule(k, s, cin, cout, out_size=None):
+      general = shipped(k, s, cin, cout)  # without out_size: neither grid rule applies
+      if s > 1 and general == 'native' and not (out_size and max(out_size) < k):
+        return form
+      return shipped(k, s, cin, cout, out_size)
+    return rule
 
-  print('| config | as shipped, median ms | strided -> patches, median ms | ratio |')
-  print('|---|---|---|---|')
+  variants = ('shipped', 'native', 'patches')
+  print('| config | ' + ' | '.join(f'{v}, median ms' for v in variants) + ' |')
+  print('|---|' + '---|' * len(variants))
   for spec in args.configs:
     setups = {'shipped': bench.setup_jax(bench.load_config(spec))}
-    layers.fast_conv_form = strided_patches  # read when the step is traced, in setup_jax
-    try:
-      setups['patches'] = bench.setup_jax(bench.load_config(spec))
-    finally:
-      layers.fast_conv_form = shipped
+    for form in variants[1:]:
+      layers.fast_conv_form = strided(form)  # read when the step is traced, in setup_jax
+      try:
+        setups[form] = bench.setup_jax(bench.load_config(spec))
+      finally:
+        layers.fast_conv_form = shipped
     for setup in setups.values():
       setup.resident_step()
     times = bench.alternated({name: setup.resident_step for name, setup in setups.items()},
                              args.rounds)
-    shipped_ms, patches_ms = (statistics.median(times[n]) for n in ('shipped', 'patches'))
-    print(f'| {bench.config_name(spec)} | {shipped_ms:.1f} | {patches_ms:.1f} | '
-          f'{patches_ms / shipped_ms:.2f} |', flush=True)
+    print(f'| {bench.config_name(spec)} | '
+          + ' | '.join(f'{statistics.median(times[v]):.1f}' for v in variants) + ' |', flush=True)
 
 
 if __name__ == '__main__':

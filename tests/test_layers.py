@@ -202,11 +202,30 @@ FAST_CONV_FORM_TINY_GRID_CASES = [
     (3, 1, 32, 1, (2, 2), 'patches'),  # the grid rule comes before 'shifted' (not timed)
 ]
 
+# (k, s, Cin, Cout, output grid, form): the strided-conv rule, timed inside train steps.
+FAST_CONV_FORM_STRIDED_CASES = [
+    (3, 2, 32, 64, (16, 16), 'patches'),  # lfw_conv_ae, lfw_improved_ae
+    (3, 2, 64, 128, (8, 8), 'patches'),
+    (4, 2, 32, 64, (16, 16), 'patches'),  # restoration_cifar64_stage1
+    (3, 2, 32, 64, (8, 16), 'patches'),
+    (3, 2, 128, 256, (4, 4), 'native'),  # lfw_improved_ae's last: left out of the rule
+    (3, 2, 32, 64, (7, 7), 'native'),  # the MNIST encoders' (not timed alone in the step)
+    (3, 2, 1, 32, (32, 32), 'native'),  # from the image
+    (4, 2, 3, 32, (32, 32), 'native'),
+    (3, 1, 64, 64, (16, 16), 'native'),  # stride 1: the ResNet blocks
+]
+
+
+@pytest.mark.parametrize('k,s,cin,cout,out_size,form', FAST_CONV_FORM_STRIDED_CASES)
+def test_fast_conv_runs_wide_strided_convs_to_large_grids_as_patches(k, s, cin, cout, out_size,
+                                                                     form):
+  assert layers.fast_conv_form(k, s, cin, cout, out_size) == form
+
 
 @pytest.mark.parametrize('k,s,cin,cout,form', FAST_CONV_FORM_CASES)
 def test_fast_conv_picks_the_measured_form(k, s, cin, cout, form):
   assert layers.fast_conv_form(k, s, cin, cout) == form
-  assert layers.fast_conv_form(k, s, cin, cout, out_size=(8, 8)) == form
+  assert layers.fast_conv_form(k, s, cin, cout, out_size=(k + 1, k + 1)) == form
 
 
 @pytest.mark.parametrize('k,s,cin,cout,out_size,form', FAST_CONV_FORM_TINY_GRID_CASES)

@@ -776,6 +776,16 @@ _CONV_TRANSPOSE_FORMS = {
 _PATCH_MATMUL_SHARE = 0.7
 _CONV_PATCH_ELEMENT_COST = 80
 
+# Strided convs from at least this many channels to an output grid at least this large on both
+# sides run as 'patches'. Timed inside the train step once train.reuse_step_buffers had removed
+# the page faults that had penalised the larger buffer (`python benchmarks/strided_conv_rule_ab.py`,
+# both forms alternated in one process, ms/step, 2026-12-02): lfw_conv_ae 152.6 -> 141.1,
+# lfw_improved_ae 201.2 -> 194.5, restoration_cifar64_stage1 128.3 -> 123.0, the ResNet VAE 186.5
+# -> 186.5. Sending every strided conv to 'patches' lost on lfw_improved_ae and the ResNet VAE
+# in one of two runs; their extra layers were the ones from 1 channel and those to 4x4 grids.
+_STRIDED_PATCHES_MIN_FEATURES = 32
+_STRIDED_PATCHES_MIN_GRID = 8
+
 
 def fast_conv_form(kernel_size: int, strides: int, in_features: int, features: int,
                    out_size: tuple[int, int] | None = None) -> str:
@@ -795,13 +805,18 @@ def fast_conv_form(kernel_size: int, strides: int, in_features: int, features: i
   channels against 'patches'' 0.4 / 1.1 / 3.3 / 7.3 / 25 (1x1 grids: the same trend; a stride-2
   4x4 -> 2x2 conv, 128->256: 40 against 7.4 ms). Below 32 channels the two tied; on 3x3 grids
   native won or came within 15% up to 256 channels, where the Cout rule decides. Measured by
-  `python benchmarks/conv_forms.py` (the sweep is in BENCHMARKS.md).
+  `python benchmarks/conv_forms.py` (the sweep is in BENCHMARKS.md). Strided convs from 32 or
+  more channels to grids of 8x8 or more also run as 'patches': in the train step they were
+  3-8% faster on three of four configs (see _STRIDED_PATCHES_MIN_GRID).
   """
   if out_size is not None and max(out_size) < kernel_size:
     return 'patches'
   if (strides == 1 and features <= _TAP_MAJOR_MAX_FEATURES
       and kernel_size * kernel_size * features <= in_features):
     return 'shifted'
+  if (strides > 1 and in_features >= _STRIDED_PATCHES_MIN_FEATURES and out_size is not None
+      and min(out_size) >= _STRIDED_PATCHES_MIN_GRID):
+    return 'patches'
   patch_cost = features * _PATCH_MATMUL_SHARE + _CONV_PATCH_ELEMENT_COST
   return 'patches' if patch_cost < features else 'native'
 
