@@ -779,10 +779,13 @@ _CONV_PATCH_ELEMENT_COST = 80
 # Strided convs from at least this many channels to an output grid at least this large on both
 # sides run as 'patches'. Timed inside the train step once train.reuse_step_buffers had removed
 # the page faults that had penalised the larger buffer (`python benchmarks/strided_conv_rule_ab.py`,
-# both forms alternated in one process, ms/step, 2026-12-02): lfw_conv_ae 152.6 -> 141.1,
-# lfw_improved_ae 201.2 -> 194.5, restoration_cifar64_stage1 128.3 -> 123.0, the ResNet VAE 186.5
-# -> 186.5. Sending every strided conv to 'patches' lost on lfw_improved_ae and the ResNet VAE
-# in one of two runs; their extra layers were the ones from 1 channel and those to 4x4 grids.
+# variants alternated in one process, ms/step, two runs on 2026-12-02, this rule against those
+# convs native): lfw_conv_ae 141.1 / 127.7 against 152.6 / 140.9, the one consistent gain;
+# lfw_improved_ae 194.5 / 189.4 against 201.2 / 183.1, restoration_cifar64_stage1 123.0 / 119.4
+# against 128.3 / 121.1, the ResNet VAE 186.5 / 169.0 against 186.5 / 170.1: within the +-3.5%
+# that an unchanged step (the MNIST CVAE's) moved between variants. Sending every strided conv
+# to 'patches' lost up to 5% on lfw_improved_ae and the ResNet VAE; their extra layers were the
+# ones from 1 channel and those to 4x4 grids.
 _STRIDED_PATCHES_MIN_FEATURES = 32
 _STRIDED_PATCHES_MIN_GRID = 8
 
@@ -806,8 +809,8 @@ def fast_conv_form(kernel_size: int, strides: int, in_features: int, features: i
   4x4 -> 2x2 conv, 128->256: 40 against 7.4 ms). Below 32 channels the two tied; on 3x3 grids
   native won or came within 15% up to 256 channels, where the Cout rule decides. Measured by
   `python benchmarks/conv_forms.py` (the sweep is in BENCHMARKS.md). Strided convs from 32 or
-  more channels to grids of 8x8 or more also run as 'patches': in the train step they were
-  3-8% faster on three of four configs (see _STRIDED_PATCHES_MIN_GRID).
+  more channels to grids of 8x8 or more also run as 'patches': 7-9% off lfw_conv_ae's train
+  step, within noise elsewhere (see _STRIDED_PATCHES_MIN_GRID).
   """
   if out_size is not None and max(out_size) < kernel_size:
     return 'patches'
