@@ -212,6 +212,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
 
 # Inclusive numeric bounds; None leaves a side open.
 RANGES: dict[str, tuple[float | None, float | None]] = {
+    'seed': (0, None),  # keys numpy's epoch permutations as well as JAX's keys
     'data.image_size': (0, 4096),
     'data.holdout_fraction': (0.0, 0.9),
     'data.num_workers': (0, 256),

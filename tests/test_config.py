@@ -29,6 +29,7 @@ def test_every_shipped_config_is_valid():
     (lambda c: c.__setattr__('sed', 3), r"unknown config field 'sed'"),
     (lambda c: c.loss.__setattr__('beta', -1.0), r"'loss.beta' is -1.0; allowed range"),
     (lambda c: c.train.__setattr__('batch_size', 0), r"'train.batch_size' is 0; allowed range"),
+    (lambda c: c.__setattr__('seed', -1), r"'seed' is -1; allowed range \[0, inf\]"),
     (lambda c: c.model.__setattr__('kind', 'gan'), r"'model.kind' is 'gan'; allowed: 'vae', 'ae'"),
     (lambda c: c.data.__setattr__('source', 'hub:mnist'), r"'data.source'.*allowed: tfds:"),
     (lambda c: c.data.__setattr__('source', 'builtin:cifar'), r'unknown built-in'),
