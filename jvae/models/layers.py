@@ -783,7 +783,8 @@ _CONV_PATCH_ELEMENT_COST = 80
 # convs native): lfw_conv_ae 141.1 / 127.7 against 152.6 / 140.9, the one consistent gain;
 # lfw_improved_ae 194.5 / 189.4 against 201.2 / 183.1, restoration_cifar64_stage1 123.0 / 119.4
 # against 128.3 / 121.1, the ResNet VAE 186.5 / 169.0 against 186.5 / 170.1: within the +-3.5%
-# that an unchanged step (the MNIST CVAE's) moved between variants. Sending every strided conv
+# that an unchanged step (the MNIST CVAE's) moved between variants; SAAAE, one run: 1186.7
+# against 1252.4 (channel anchor), 764.8 against 822.7 (patch anchor). Sending every strided conv
 # to 'patches' lost up to 5% on lfw_improved_ae and the ResNet VAE; their extra layers were the
 # ones from 1 channel and those to 4x4 grids.
 _STRIDED_PATCHES_MIN_FEATURES = 32
@@ -810,7 +811,7 @@ def fast_conv_form(kernel_size: int, strides: int, in_features: int, features: i
   native won or came within 15% up to 256 channels, where the Cout rule decides. Measured by
   `python benchmarks/conv_forms.py` (the sweep is in BENCHMARKS.md). Strided convs from 32 or
   more channels to grids of 8x8 or more also run as 'patches': 7-9% off lfw_conv_ae's train
-  step, within noise elsewhere (see _STRIDED_PATCHES_MIN_GRID).
+  step and 5-7% off SAAAE's, within noise elsewhere (see _STRIDED_PATCHES_MIN_GRID).
   """
   if out_size is not None and max(out_size) < kernel_size:
     return 'patches'
