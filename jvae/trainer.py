@@ -374,14 +374,7 @@ def _train(experiment: Experiment, workdir: str, stop: _StopSignals) -> dict[str
   else:
     state, key, iterator_state, _ = restored
     if iterator_state:
-      try:
-        train_iter.set_state(iterator_state)
-      except (KeyError, TypeError, ValueError) as e:
-        # grain's state layout depends on whether worker processes read the data.
-        raise ValueError(
-            f'the checkpoint in {workdir} holds a data iterator state this pipeline cannot '
-            f'resume ({type(e).__name__}: {e}); resume with the config field data.num_workers '
-            f'the run was saved with (now {config.data.num_workers})') from e
+      pipeline.restore_state(train_iter, iterator_state, config.data)
   start_step = int(state.step)
   writer = metric_writer.MetricWriter(workdir)
   if is_main:

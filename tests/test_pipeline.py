@@ -4,6 +4,7 @@ import functools
 
 import jax
 import numpy as np
+import pytest
 from conftest import tiny_config
 
 from jvae import parallel
@@ -151,6 +152,10 @@ def test_worker_processes_yield_the_same_batches_and_a_resumable_state():
       np.testing.assert_array_equal(got[name], batch[name])
   state = workers.get_state()
   resumed = pipeline.train_iterator(source, data_config, 16, seed=2)
-  resumed.set_state(state)
+  pipeline.restore_state(resumed, state, data_config)
   for batch in expected[3:]:
     np.testing.assert_array_equal(next(resumed)['image'], batch['image'])
+  data_config.num_workers = 0
+  with pytest.raises(ValueError, match=r'data.num_workers the run was saved with \(now 0\)'):
+    pipeline.restore_state(pipeline.train_iterator(source, data_config, 16, seed=2), state,
+                           data_config)

@@ -147,6 +147,21 @@ def train_iterator(source, data_config: ml_collections.ConfigDict, global_batch_
   return iter(_put_on_device(iter_dataset, data_config, to_device))
 
 
+def restore_state(iterator, state: dict, data_config: ml_collections.ConfigDict) -> None:
+  """`iterator.set_state(state)`, with an error naming the cause when the state does not fit.
+
+  grain's state layout depends on whether worker processes read the data, so a state saved
+  with data.num_workers > 0 cannot resume an iterator without them, and the other way round.
+  """
+  try:
+    iterator.set_state(state)
+  except (KeyError, TypeError, ValueError) as e:
+    raise ValueError(
+        f'the saved data iterator state does not fit this pipeline ({type(e).__name__}: {e}); '
+        'resume with the config field data.num_workers the run was saved with (now '
+        f'{data_config.num_workers})') from e
+
+
 def _put_on_device(iter_dataset: grain.IterDataset, data_config: ml_collections.ConfigDict,
                    to_device: Callable[[dict], Any] | None) -> grain.IterDataset:
   """`to_device` applied to every batch, `data.device_prefetch` batches ahead on a thread."""
