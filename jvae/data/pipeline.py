@@ -2,7 +2,9 @@
 
 Batches stay uint8 on the host ({'image': [b, H, W, C] uint8, 'label': [b] int32, and from paired
 sources 'input' [b, H, W, C] uint8, ...}); the train and eval steps convert them to floats on the
-device, which moves 4x fewer bytes and costs nothing inside the compiled step.
+device, which moves 4x fewer bytes and costs nothing inside the compiled step. 'index' (the
+example's position in its split) keys per-example randomness that must not depend on batching,
+such as the fixed binarization of a test set.
 
 Multi-host: the global order of examples is fixed by the seed alone, and process p reads only
 rows [p * b, (p + 1) * b) of each global batch of G = process_count * b rows. The processes' local
@@ -95,7 +97,7 @@ class _TrainBatch:
 
 
 class _EvalBatch:
-  """Local batch `step` of one ordered pass over `total` examples, padded to whole batches."""
+  """Local batch `step` of one ordered pass over the source, padded to whole batches."""
 
   def __init__(self, source, batch: int, process_index: int, process_count: int):
     self.source = source
