@@ -786,9 +786,12 @@ _CONV_PATCH_ELEMENT_COST = 80
 # that an unchanged step (the MNIST CVAE's) moved between variants; SAAAE, one run: 1186.7
 # against 1252.4 (channel anchor), 764.8 against 822.7 (patch anchor). Sending every strided conv
 # to 'patches' lost up to 5% on lfw_improved_ae and the ResNet VAE; their extra layers were the
-# ones from 1 channel and those to 4x4 grids.
+# ones from 1 channel and those to 4x4 grids. The grid bound was 8 at first; the MNIST
+# encoders' 14 -> 7 px conv (32 -> 64) then ran 0.6-3.9% faster as 'patches' in all four of two
+# runs each of mnist_cvae_onehot and mnist_dvae (100.5 / 118.3 against 103.0 / 119.0 ms, and
+# 105.3 / 117.1 against 108.1 / 121.9), so it is 7.
 _STRIDED_PATCHES_MIN_FEATURES = 32
-_STRIDED_PATCHES_MIN_GRID = 8
+_STRIDED_PATCHES_MIN_GRID = 7
 
 
 def fast_conv_form(kernel_size: int, strides: int, in_features: int, features: int,
@@ -810,8 +813,9 @@ def fast_conv_form(kernel_size: int, strides: int, in_features: int, features: i
   4x4 -> 2x2 conv, 128->256: 40 against 7.4 ms). Below 32 channels the two tied; on 3x3 grids
   native won or came within 15% up to 256 channels, where the Cout rule decides. Measured by
   `python benchmarks/conv_forms.py` (the sweep is in BENCHMARKS.md). Strided convs from 32 or
-  more channels to grids of 8x8 or more also run as 'patches': 7-9% off lfw_conv_ae's train
-  step and 5-7% off SAAAE's, within noise elsewhere (see _STRIDED_PATCHES_MIN_GRID).
+  more channels to grids of 7x7 or more also run as 'patches': 7-9% off lfw_conv_ae's train
+  step, 5-7% off SAAAE's, 1-4% off the MNIST models', within noise elsewhere (see
+  _STRIDED_PATCHES_MIN_GRID).
   """
   if out_size is not None and max(out_size) < kernel_size:
     return 'patches'
