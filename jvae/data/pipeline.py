@@ -14,6 +14,7 @@ process would read, so a run on many hosts draws the same batches as a run on on
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -72,41 +73,42 @@ class _ShuffledOrder:
     return {'n': self.n, 'seed': self.seed, '_cache': {}}
 
 
-def _batch_positions(step: int, batch: int, process_index: int, process_count: int) -> np.ndarray:
-  """Global positions of this process's rows of global batch `step`.
+@dataclasses.dataclass(frozen=True)
+class _LocalRows:
+  """This process's rows of each global batch: process p reads rows [p * b, (p + 1) * b) of
+  every global batch of process_count * b rows."""
 
-  Process p reads rows [p * b, (p + 1) * b) of each global batch of process_count * b rows.
-  """
-  start = (int(step) * process_count + process_index) * batch
-  return np.arange(start, start + batch, dtype=np.int64)
+  batch: int
+  process_index: int
+  process_count: int
+
+  def positions(self, step: int) -> np.ndarray:
+    """Global positions of this process's rows of global batch `step`."""
+    start = (int(step) * self.process_count + self.process_index) * self.batch
+    return np.arange(start, start + self.batch, dtype=np.int64)
 
 
 class _TrainBatch:
   """Local batch `step` of the training stream: a picklable grain map function."""
 
-  def __init__(self, source, batch: int, seed: int, process_index: int, process_count: int):
+  def __init__(self, source, rows: _LocalRows, seed: int):
     self.source = source
+    self.rows = rows
     self.order = _ShuffledOrder(len(source), seed)
-    self.batch = batch
-    self.process_index = process_index
-    self.process_count = process_count
 
   def __call__(self, step: int) -> dict:
-    positions = _batch_positions(step, self.batch, self.process_index, self.process_count)
-    return self.source.read_batch(self.order(positions))
+    return self.source.read_batch(self.order(self.rows.positions(step)))
 
 
 class _EvalBatch:
   """Local batch `step` of one ordered pass over the source, padded to whole batches."""
 
-  def __init__(self, source, batch: int, process_index: int, process_count: int):
+  def __init__(self, source, rows: _LocalRows):
     self.source = source
-    self.batch = batch
-    self.process_index = process_index
-    self.process_count = process_count
+    self.rows = rows
 
   def __call__(self, step: int) -> dict:
-    positions = _batch_positions(step, self.batch, self.process_index, self.process_count)
+    positions = self.rows.positions(step)
     real = positions < len(self.source)
     batch = self.source.read_batch(np.where(real, positions, 0))
     for values in batch.values():  # padding rows: zeros, as if blank images of class 0
@@ -136,7 +138,7 @@ def train_iterator(source, data_config: ml_collections.ConfigDict, global_batch_
     raise ValueError(f'the training split has {len(source)} images, fewer than the batch of '
                      f'{global_batch_size}; lower train.batch_size')
   dataset = grain.MapDataset.range(_ENDLESS).map(
-      _TrainBatch(source, batch, seed, process_index, process_count))
+      _TrainBatch(source, _LocalRows(batch, process_index, process_count), seed))
   iter_dataset = dataset.to_iter_dataset(_read_options(data_config))
   if data_config.num_workers > 0:
     # grain 0.2.18 reads an absl flag when it starts workers, which raises outside an absl app
@@ -193,7 +195,7 @@ def eval_batches(source, data_config: ml_collections.ConfigDict, global_batch_si
   batch = local_batch_size(global_batch_size, process_count)
   steps = num_eval_batches(len(source), global_batch_size, max_batches)
   dataset = grain.MapDataset.range(steps).map(
-      _EvalBatch(source, batch, process_index, process_count))
+      _EvalBatch(source, _LocalRows(batch, process_index, process_count)))
   return iter(_put_on_device(dataset.to_iter_dataset(_read_options(data_config)), data_config,
                              to_device))
 
