@@ -164,12 +164,6 @@ def _summary(split: str, scores: np.ndarray, threshold: float) -> dict[str, Any]
           'score_mean': float(np.mean(scores)), 'score_median': float(np.median(scores))}
 
 
-def _records(source, count: int) -> dict[str, np.ndarray]:
-  records = [source[i] for i in range(min(count, len(source)))]
-  return {'image': np.stack([r['image'] for r in records]),
-          'label': np.asarray([r['label'] for r in records], np.int32)}
-
-
 def _reconstruct(run: runs.TrainedRun, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
   config = run.config
   x = pipeline.to_float(jnp.asarray(images), config.data.value_range)
@@ -273,7 +267,7 @@ def detect_anomalies(workdir: str, anomalies: str | None = None, anomaly_split: 
                                                 record['auroc'], at, f'p{percentile:g}'))
     rows, titles = [], []
     for name, _, source, _, _ in sets[1:]:
-      examples = _records(source, NUM_EXAMPLE_IMAGES)
+      examples = source.read_batch(np.arange(min(NUM_EXAMPLE_IMAGES, len(source))))
       rows += [examples['image'], _reconstruct(run, examples['image'], examples['label'])]
       titles += [f'{name}: {source.name}', f'{name}: reconstruction']
     if len({len(r) for r in rows}) == 1:  # save_rows lays every row out at one width

@@ -205,13 +205,7 @@ def first_eval_images(experiment: Experiment, count: int) -> dict[str, np.ndarra
   """The first `count` eval examples as uint8 images and labels (host arrays), with the
   distorted 'input' images when the source is paired."""
   source = experiment.eval_source
-  records = [source[i] for i in range(min(count, len(source)))]
-  examples = {'image': np.stack([r['image'] for r in records]),
-              'label': np.asarray([r['label'] for r in records], np.int32),
-              'index': np.arange(len(records), dtype=np.int32)}
-  if 'input' in records[0]:
-    examples['input'] = np.stack([r['input'] for r in records])
-  return examples
+  return source.read_batch(np.arange(min(count, len(source))))
 
 
 def write_figures(experiment: Experiment, state: TrainState, key: jax.Array, workdir: str
