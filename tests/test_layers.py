@@ -285,6 +285,23 @@ def test_conv_impls_equal_native_and_flax(k, strides, padding):
       _assert_close(dp[name], dp_native[name])
 
 
+@pytest.mark.parametrize('shape', [(2, 5, 6, 7), (3, 7), (7,)])
+def test_matmul_rows_equals_dot_with_its_gradients(shape):
+  a, b = _normal(50, shape), _normal(51, (7, 4))
+
+  def run(a, b, g):
+    y, vjp = jax.vjp(layers.matmul_rows, a, b)
+    reference, reference_vjp = jax.vjp(jnp.dot, a, b)
+    return (y, reference) + vjp(g) + reference_vjp(g)
+
+  g = _normal(52, shape[:-1] + (4,))
+  y, reference, da, db, da_reference, db_reference = _run_jitted(run, a, b, g)
+  assert y.shape == shape[:-1] + (4,)
+  _assert_close(y, reference)
+  _assert_close(da, da_reference)
+  _assert_close(db, db_reference)
+
+
 @pytest.mark.parametrize('window', [3, (1, 2)])
 @pytest.mark.parametrize('pads', [((1, 1), (1, 1)), ((0, 2), (2, 0)), ((-1, 2), (1, -2))])
 @pytest.mark.parametrize('strides', [1, 2])

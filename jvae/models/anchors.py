@@ -101,12 +101,18 @@ class OneHeadSelfAttention(nn.Module):
   def __call__(self, tokens: jax.Array) -> jax.Array:
     width = tokens.shape[-1]
     d = self.attention_dim or width
-    query, key, value = (nn.Dense(d, dtype=self.dtype, name=name)(tokens)
-                         for name in ('query', 'key', 'value'))
+
+    def project(x, features, name):
+      # On rows [B*N, F]: from [B, N, F] the kernel gradient contracts two axes, and XLA:CPU
+      # then transposes the output gradient to feature-major first (as in
+      # `layers.matmul_rows`).
+      rows = nn.Dense(features, dtype=self.dtype, name=name)(x.reshape(-1, x.shape[-1]))
+      return rows.reshape(*x.shape[:-1], features)
+
+    query, key, value = (project(tokens, d, name) for name in ('query', 'key', 'value'))
     logits = jnp.einsum('bnd,bmd->bnm', query / jnp.sqrt(d).astype(query.dtype), key)
     weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
-    return nn.Dense(width, dtype=self.dtype, name='out')(
-        jnp.einsum('bnm,bmd->bnd', weights, value))
+    return project(jnp.einsum('bnm,bmd->bnd', weights, value), width, 'out')
 
 
 def _self_attention(tokens: jax.Array, attention_dim: int, dtype: jnp.dtype) -> jax.Array:
