@@ -113,8 +113,7 @@ def test_the_classifier_learns_and_survives_saving(digits_classifier):
 def test_conditional_accuracy_counts_the_requested_class(digits_classifier):
   directory, experiment = digits_classifier
   model, params, _ = classifier.load(str(directory))
-  records = [experiment.eval_source[i] for i in range(40)]
-  images = pipeline.to_float(np.stack([r['image'] for r in records]), 'unit')
+  images = pipeline.to_float(experiment.eval_source.read_batch(np.arange(40))['image'], 'unit')
   predicted = classifier.predict(params, images, model, batch_size=16)  # a ragged last chunk
   assert predicted.shape == (40,)
   assert classifier.conditional_accuracy(params, images, predicted, model) == 1.0
@@ -156,7 +155,7 @@ def test_encode_split_returns_every_mean_in_order(tiny_run):
   means, labels = generate.encode_split(tiny_run, batch_size=64)  # 360 images: a padded batch
   assert means.shape == (len(source), 2) and labels.shape == (len(source),)
   np.testing.assert_array_equal(labels, [source[i]['label'] for i in range(len(source))])
-  first = np.stack([source[i]['image'] for i in range(5)])
+  first = source.read_batch(np.arange(5))['image']
   mu, _, _ = tiny_run.experiment.apply_fn(tiny_run.variables, pipeline.to_float(first, 'unit'),
                                           labels[:5], method='encode')
   np.testing.assert_allclose(means[:5], mu, atol=1e-5)

@@ -53,7 +53,7 @@ def test_embed_export_writes_codes_labels_and_indices_without_pickle(ae_run, tmp
   assert str(arrays['code']) == 'z' and str(arrays['split']) == 'test'
   assert int(arrays['step']) == summary['step'] == 40 and summary['count'] == n
   # Row i is the code of record i (the padded last batch included).
-  images = np.stack([source[i]['image'] for i in (0, n - 1)]).astype(np.float32) / 255
+  images = source.read_batch(np.array([0, n - 1]))['image'].astype(np.float32) / 255
   codes, _, _ = run.experiment.apply_fn(run.variables, images, method='encode')
   np.testing.assert_allclose(arrays['codes'][[0, n - 1]], codes, rtol=1e-5, atol=1e-5)
 
@@ -61,7 +61,7 @@ def test_embed_export_writes_codes_labels_and_indices_without_pickle(ae_run, tmp
 def test_vae_codes_are_the_posterior_mean_and_nelbo_adds_the_kl(untrained_vae):
   run = untrained_vae
   codes = embed.encode_split(run, 'test', batch_size=32)
-  images = np.stack([run.experiment.eval_source[i]['image'] for i in range(40)])
+  images = run.experiment.eval_source.read_batch(np.arange(40))['image']
   mu, logvar, _ = run.experiment.apply_fn(run.variables, images.astype(np.float32) / 255,
                                           method='encode')
   np.testing.assert_allclose(codes['codes'][:40], mu, rtol=1e-5, atol=1e-5)
@@ -75,7 +75,7 @@ def test_vae_codes_are_the_posterior_mean_and_nelbo_adds_the_kl(untrained_vae):
 def test_scores_do_not_depend_on_batching(ae_run):
   run = runs.load_run(ae_run, open_data=False)
   source = embed.open_split(run, 'test')
-  images = np.stack([source[i]['image'] for i in range(len(source))])
+  images = source.read_batch(np.arange(len(source)))['image']
   by_source = anomaly.source_scores(run, source)
   by_arrays = anomaly.reconstruction_errors(run, images, batch_size=7)  # padded differently
   np.testing.assert_allclose(by_arrays, by_source, rtol=1e-5)
@@ -89,7 +89,7 @@ def test_scores_do_not_depend_on_batching(ae_run):
 def test_inverted_images_are_detected_and_5_percent_of_train_is_flagged(ae_run, tmp_path):
   run = runs.load_run(ae_run, open_data=False)
   digits = embed.open_split(run, 'test')
-  inverted = 255 - np.stack([digits[i]['image'] for i in range(len(digits))])[..., 0]
+  inverted = 255 - digits.read_batch(np.arange(len(digits)))['image'][..., 0]
   # 16x16 anomalies, so they go through the resize to the run's 8x8 like any foreign source.
   big = inverted.repeat(2, axis=1).repeat(2, axis=2)
   np.savez(tmp_path / 'inverted.npz', x_test=big)

@@ -59,7 +59,7 @@ def held_out():
   """The first 64 held-out digits: uint8 [64, 8, 8, 1]."""
   config = tiny_config()
   source = sources.open_source(config.data, 'test', config.seed)
-  return np.stack([source[i]['image'] for i in range(64)])
+  return source.read_batch(np.arange(64))['image']
 
 
 def test_encode_and_decode_take_any_batch_size_and_reuse_compiled_shapes(model, held_out):

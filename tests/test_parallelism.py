@@ -31,9 +31,7 @@ def deterministic_config(norm: str = 'none'):
 
 
 def host_batch(source, start: int, size: int) -> dict:
-  records = [source[i] for i in range(start, start + size)]
-  return {'image': np.stack([r['image'] for r in records]),
-          'label': np.asarray([r['label'] for r in records])}
+  return source.read_batch(np.arange(start, start + size))
 
 
 def experiment_on(config, devices=None) -> trainer.Experiment:

@@ -206,10 +206,9 @@ def test_an_anchored_model_trains_and_evaluates_in_the_compiled_steps(config):
   config.model.anchor_kl_weighting = 'noise_mask'
   experiment = trainer.create_experiment(config)
   state = experiment.init_state(jax.random.key(0))
-  records = [experiment.train_source[i] for i in range(config.train.batch_size)]
-  batch = {'image': np.stack([r['image'] for r in records]),
-           'label': np.asarray([r['label'] for r in records]),
-           'mask': np.ones(len(records), np.float32)}
+  size = config.train.batch_size
+  batch = {**experiment.train_source.read_batch(np.arange(size)),
+           'mask': np.ones(size, np.float32)}
   batch = parallel.global_batch(batch, experiment.mesh)
   state, metrics = experiment.train_step(state, {k: batch[k] for k in ('image', 'label')},
                                          jax.random.key(1))
@@ -265,7 +264,7 @@ def test_the_constant_noise_ablation_scales_every_draw_and_reports_its_mean(conf
   config.model.anchor_noise_scale = 0.25
   experiment = trainer.create_experiment(config)
   state = experiment.init_state(jax.random.key(0))
-  images = np.stack([experiment.eval_source[i]['image'] for i in range(4)])
+  images = experiment.eval_source.read_batch(np.arange(4))['image']
   x = images.astype(np.float32) / 255.0
   plain = trainer.create_experiment(_config('test'))
   assert jax.tree.map(jnp.shape, state.params) == jax.tree.map(

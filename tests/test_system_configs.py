@@ -45,10 +45,8 @@ def test_the_config_trains_a_step_and_evaluates_when_shrunk(name):
       stack.enter_context(tfds.testing.mock_data(num_examples=8))
     experiment = trainer.create_experiment(config)
     state = experiment.init_state(jax.random.key(0))
-    records = [experiment.train_source[i] for i in range(config.train.batch_size)]
-    batch = parallel.global_batch({'image': np.stack([r['image'] for r in records]),
-                                   'label': np.asarray([r['label'] for r in records])},
-                                  experiment.mesh)
+    batch = parallel.global_batch(
+        experiment.train_source.read_batch(np.arange(config.train.batch_size)), experiment.mesh)
     assert batch['image'].shape == (4, 16, 16, 1 if name.startswith('resnet') else 3)
     before = jax.tree.map(np.asarray, state.params)
     state, metrics = experiment.train_step(state, batch, jax.random.key(1))

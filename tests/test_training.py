@@ -38,9 +38,7 @@ def test_a_model_overfits_a_32_image_batch(config):
   config.train.learning_rate = 3e-3
   experiment = trainer.create_experiment(config)
   state = experiment.init_state(jax.random.key(0))
-  records = [experiment.train_source[i] for i in range(32)]
-  batch = parallel.global_batch({'image': np.stack([r['image'] for r in records]),
-                                 'label': np.asarray([r['label'] for r in records])},
+  batch = parallel.global_batch(experiment.train_source.read_batch(np.arange(32)),
                                 experiment.mesh)
   key = jax.random.key(1)
   first = None
@@ -171,9 +169,7 @@ EIGHT_DEVICES_SCRIPT = textwrap.dedent('''
       state = experiment.init_state(jax.random.key(0))
       source = experiment.train_source
       for step in range(4):
-        records = [source[i] for i in range(step * 32, (step + 1) * 32)]
-        batch = {'image': np.stack([r['image'] for r in records]),
-                 'label': np.asarray([r['label'] for r in records])}
+        batch = source.read_batch(np.arange(step * 32, (step + 1) * 32))
         state, metrics = experiment.train_step(
             state, parallel.global_batch(batch, experiment.mesh), jax.random.key(1))
       results.append((jax.device_get(state.params), jax.device_get(state.batch_stats),
