@@ -33,8 +33,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   logging.get_absl_handler().addFilter(_QuietLibraries())
-  if FLAGS.config.train.reuse_step_buffers:
-    host_memory.reuse_step_buffers()  # before distributed.initialize, which starts JAX
+  # Before distributed.initialize, which starts JAX.
+  host_memory.apply_reuse_step_buffers(FLAGS.config)
   distributed.initialize(FLAGS.config)
   try:
     trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)

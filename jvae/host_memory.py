@@ -25,8 +25,12 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+from typing import TYPE_CHECKING
 
 from absl import logging
+
+if TYPE_CHECKING:
+  import ml_collections
 
 # mallopt parameters, from glibc's <malloc.h>.
 _M_TRIM_THRESHOLD = -1
@@ -68,6 +72,12 @@ def reuse_step_buffers() -> bool:
     return False
   jax.config.update('jax_cpu_enable_async_dispatch', False)
   return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM))
+
+
+def apply_reuse_step_buffers(config: ml_collections.ConfigDict) -> bool:
+  """`reuse_step_buffers()` if the config's `train.reuse_step_buffers` asks for it, else
+  nothing. Returns whether the setting took effect (False when the field is off)."""
+  return bool(config.train.reuse_step_buffers) and reuse_step_buffers()
 
 
 def release_freed_memory() -> bool:

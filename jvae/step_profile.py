@@ -146,8 +146,8 @@ def _apply(config, assignment: str):
 
 def main(argv) -> None:
   del argv
-  if bench.load_config(FLAGS.configs[0]).train.reuse_step_buffers:
-    host_memory.reuse_step_buffers()  # as the trainer does; one process for all the configs
+  # As the trainer does; one process for all the configs.
+  host_memory.apply_reuse_step_buffers(bench.load_config(FLAGS.configs[0]))
   for spec in FLAGS.configs:
     config = bench.load_config(spec)
     for assignment in FLAGS.set:

@@ -329,8 +329,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   Returns the final eval metrics, also written to `<workdir>/eval/<split>/metrics.json`.
   """
-  if config.train.reuse_step_buffers:
-    host_memory.reuse_step_buffers()  # before create_experiment, which starts JAX's backends
+  # Before create_experiment, which starts JAX's backends.
+  host_memory.apply_reuse_step_buffers(config)
   experiment = create_experiment(config)  # Validates config and data before anything else.
   if config.train.compilation_cache_dir:
     use_compilation_cache(config.train.compilation_cache_dir)

@@ -81,3 +81,28 @@ def test_tools_apply_the_setting_of_the_runs_they_reload(tmp_path):
   assert probe(on) == {'applied': True, 'async': False}
   assert probe(on, off) == {'applied': False, 'async': True}  # every run must ask for it
   assert probe(str(tmp_path / 'missing')) == {'applied': False, 'async': True}
+
+
+_CONFIG_PROBE = '''
+import json, sys
+import ml_collections
+from jvae import host_memory
+libc, called = host_memory._libc_function, []
+host_memory._libc_function = lambda name: called.append(name) or libc(name)
+config = ml_collections.ConfigDict({'train': {'reuse_step_buffers': sys.argv[1] == 'on'}})
+applied = host_memory.apply_reuse_step_buffers(config)
+import jax
+print(json.dumps({'applied': applied, 'libc': called,
+                  'async': jax.config.values['jax_cpu_enable_async_dispatch']}))
+'''
+
+
+def test_the_config_field_decides_whether_the_setting_is_applied():
+  def probe(field):
+    out = subprocess.run([sys.executable, '-c', _CONFIG_PROBE, field], capture_output=True,
+                         text=True, check=True, timeout=300).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+  # Off, before JAX starts: neither JAX's dispatch nor glibc's mallopt is touched.
+  assert probe('off') == {'applied': False, 'libc': [], 'async': True}
+  assert probe('on') == {'applied': True, 'libc': ['mallopt'], 'async': False}
