@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -174,64 +176,33 @@ def test_fast_without_cin_chooses_between_the_phase_forms():
   assert layers.fast_conv_transpose_form(4, 2, (crop, crop), (out, out), 3) == 'shared'
 
 
-# (kernel_size, strides, Cin, Cout, form): the Conv layers of our configs
-# (benchmarks/conv_forms.py measured these).
+# (kernel_size, strides, Cin, Cout, output grid or None, the form 'fast' must pick): the Conv
+# layers of our configs and the edges of the rule (timings in the comment above
+# `layers.fast_conv_form`).
 FAST_CONV_FORM_CASES = [
-    (3, 1, 32, 1, 'shifted'),  # the MNIST decoders' conv to the image
-    (3, 1, 32, 3, 'shifted'),  # an RGB one
-    (3, 1, 64, 16, 'native'),  # k*k*Cout > Cin: 'shifted' was 2x slower
-    (3, 1, 32, 32, 'native'),  # ResNet blocks
-    (3, 1, 256, 256, 'native'),
-    (3, 2, 1, 32, 'native'),  # encoders
-    (3, 2, 32, 64, 'native'),
-    (3, 2, 128, 256, 'native'),  # a tie with 'patches'
-    (4, 2, 3, 64, 'native'),
-    (4, 2, 128, 256, 'native'),
-    (4, 2, 256, 512, 'patches'),  # SAAAE's last encoder conv
-]
-
-# (k, s, Cin, Cout, output grid, the form 'fast' must pick), around grids smaller than the
-# kernel (timings in BENCHMARKS.md, fwd+bwd at B 64).
-FAST_CONV_FORM_TINY_GRID_CASES = [
-    (3, 1, 256, 256, (2, 2), 'patches'),  # resnet_vae_fashion_mnist's last ResNet blocks: 15x
-    (3, 1, 64, 64, (1, 1), 'patches'),  # a tie at 1x1 (0.39 / 0.41 ms)
-    (3, 2, 128, 256, (2, 2), 'patches'),  # 8.5x
-    (4, 2, 128, 256, (2, 2), 'patches'),  # 5.5x
-    (3, 1, 256, 256, (3, 3), 'native'),  # 'patches' 8% faster: within the Cout rule's margin
-    (3, 1, 256, 256, (4, 4), 'native'),  # native 10% slower alone, as in the Cout rule
-    (3, 1, 32, 1, (2, 2), 'patches'),  # the grid rule comes before 'shifted' (not timed)
-]
-
-# (k, s, Cin, Cout, output grid, form): the strided-conv rule, timed inside train steps.
-FAST_CONV_FORM_STRIDED_CASES = [
+    (3, 1, 32, 1, None, 'shifted'),  # the MNIST decoders' conv to the image
+    (3, 1, 32, 1, (28, 28), 'shifted'),
+    (3, 1, 32, 3, (64, 64), 'shifted'),  # an RGB one
+    (3, 1, 64, 16, (16, 16), 'patches'),  # k*k*Cout > Cin: 'shifted' was 2x slower
+    (3, 1, 32, 5, (16, 16), 'patches'),  # above _TAP_MAJOR_MAX_FEATURES
+    (3, 1, 32, 1, (2, 2), 'patches'),  # a grid smaller than the kernel: no 'shifted'
+    (3, 1, 32, 32, (16, 16), 'patches'),  # ResNet blocks
+    (3, 1, 64, 64, (8, 8), 'patches'),
+    (3, 1, 32, 32, (32, 32), 'patches'),  # resnet_vae_speckle's
+    (3, 1, 256, 256, (2, 2), 'patches'),
+    (3, 1, 256, 256, None, 'patches'),
+    (3, 2, 1, 32, (32, 32), 'patches'),  # encoders: every strided conv
     (3, 2, 32, 64, (16, 16), 'patches'),  # lfw_conv_ae, lfw_improved_ae
-    (3, 2, 64, 128, (8, 8), 'patches'),
-    (4, 2, 32, 64, (16, 16), 'patches'),  # restoration_cifar64_stage1
-    (3, 2, 32, 64, (8, 16), 'patches'),
-    (3, 2, 128, 256, (4, 4), 'native'),  # lfw_improved_ae's last: left out of the rule
     (3, 2, 32, 64, (7, 7), 'patches'),  # the MNIST encoders'
-    (3, 2, 32, 64, (6, 6), 'native'),  # below the grid bound (not timed in a step)
-    (3, 2, 1, 32, (32, 32), 'native'),  # from the image
-    (4, 2, 3, 32, (32, 32), 'native'),
-    (3, 1, 64, 64, (16, 16), 'native'),  # stride 1: the ResNet blocks
+    (3, 2, 128, 256, (4, 4), 'patches'),
+    (4, 2, 3, 32, (32, 32), 'patches'),  # restoration_cifar64_stage1
+    (4, 2, 128, 256, (2, 2), 'patches'),
+    (4, 2, 256, 512, None, 'patches'),  # SAAAE's last encoder conv
 ]
 
 
-@pytest.mark.parametrize('k,s,cin,cout,out_size,form', FAST_CONV_FORM_STRIDED_CASES)
-def test_fast_conv_runs_wide_strided_convs_to_large_grids_as_patches(k, s, cin, cout, out_size,
-                                                                     form):
-  assert layers.fast_conv_form(k, s, cin, cout, out_size) == form
-
-
-@pytest.mark.parametrize('k,s,cin,cout,form', FAST_CONV_FORM_CASES)
-def test_fast_conv_picks_the_measured_form(k, s, cin, cout, form):
-  assert layers.fast_conv_form(k, s, cin, cout) == form
-  assert layers.fast_conv_form(k, s, cin, cout, out_size=(k + 1, k + 1)) == form
-
-
-@pytest.mark.parametrize('k,s,cin,cout,out_size,form', FAST_CONV_FORM_TINY_GRID_CASES)
-def test_fast_conv_sends_grids_smaller_than_the_kernel_to_patches(k, s, cin, cout, out_size,
-                                                                  form):
+@pytest.mark.parametrize('k,s,cin,cout,out_size,form', FAST_CONV_FORM_CASES)
+def test_fast_conv_picks_the_measured_form(k, s, cin, cout, out_size, form):
   assert layers.fast_conv_form(k, s, cin, cout, out_size) == form
 
 
@@ -467,13 +438,19 @@ def test_fast_runs_the_native_ops_off_the_cpu(monkeypatch):
 
 
 def test_fast_conv_on_a_grid_smaller_than_the_kernel_runs_patches_and_equals_native():
-  # 3x3 SAME at stride 1 on a 2x2 grid: conv_fast must derive the output grid from the input
-  # and the pads and leave the lax convolution out.
+  # 3x3 SAME at stride 1 to one channel: 'shifted' on a large grid, but on a 2x2 one conv_fast
+  # must derive the output grid from the input and the pads and run 'patches'.
   x = _normal(2, (2, 2, 2, 16))
-  kernel = _normal(3, (3, 3, 16, 16))
+  kernel = _normal(3, (3, 3, 16, 1))
   pads = ((1, 1), (1, 1))
-  primitives = {eqn.primitive.name for eqn in jax.make_jaxpr(
-      lambda x, k: layers.conv_fast(x, k, 1, pads))(x, kernel).eqns}
+  assert layers.fast_conv_form(3, 1, 16, 1, (16, 16)) == 'shifted'
+  with mock.patch.object(layers, 'conv_patches', wraps=layers.conv_patches) as patches, \
+       mock.patch.object(layers, 'conv_shifted', wraps=layers.conv_shifted) as shifted, \
+       mock.patch.dict(layers._CONV_FORMS, {'patches': layers.conv_patches,
+                                            'shifted': layers.conv_shifted}):
+    primitives = {eqn.primitive.name for eqn in jax.make_jaxpr(
+        lambda x, k: layers.conv_fast(x, k, 1, pads))(x, kernel).eqns}
+  assert patches.call_count == 1 and shifted.call_count == 0
   assert 'conv_general_dilated' not in primitives
   y_fast, y_native = _run_jitted(
       lambda x, k: (layers.conv_fast(x, k, 1, pads), layers.conv_native(x, k, 1, pads)),

@@ -16,8 +16,8 @@ wins depends on the layer. `Conv` offers:
   of the concat of slices is much slower.
 - impl='shifted' is one matmul from Cin to every tap's partial output (k*k*Cout channels), then
   the sum of those read at their taps' offsets: a small buffer where Cout is small.
-- impl='fast' picks one of the three per layer by a rule fitted to CPU timings
-  (`fast_conv_form`).
+- impl='fast' runs 'shifted' where that is cheap and 'patches' elsewhere on CPU, by a rule
+  fitted to train-step timings (`fast_conv_form`), and 'native' on other backends.
 
 `ConvTranspose` has PyTorch's ConvTranspose2d ("scatter") semantics,
 
@@ -778,68 +778,50 @@ _CONV_TRANSPOSE_FORMS = {
 }
 
 
-# Conv 'patches' against 'native', per patch-buffer element: the patch matmul runs at about
-# _PATCH_MATMUL_SHARE of the time lax's convolution takes for the same multiply-adds, but
-# building, reading and scattering back the buffer costs about _CONV_PATCH_ELEMENT_COST
-# multiply-adds per element. Fitted to benchmarks/conv_forms.py (fwd+bwd, 2-core AVX-512, under
-# load), where 'native' won by 1.45-2.6x on the ResNet blocks' stride-1 convs with Cout <= 128
-# and by 1.2-2x on 9 of the 11 encoder convs with Cout <= 128 (it lost two by 4% and 15%), the
-# two were within 10% at Cout = 256, and 'patches' won by 16% at Cout = 512 (SAAAE's last
-# encoder conv).
-_PATCH_MATMUL_SHARE = 0.7
-_CONV_PATCH_ELEMENT_COST = 80
-
-# Strided convs from at least this many channels to an output grid at least this large on both
-# sides run as 'patches'. Timed inside the train step once train.reuse_step_buffers had removed
-# the page faults that had penalised the larger buffer (`python benchmarks/strided_conv_rule_ab.py`,
-# variants alternated in one process, ms/step, two runs on 2026-12-02, this rule against those
-# convs native): lfw_conv_ae 141.1 / 127.7 against 152.6 / 140.9, the one consistent gain;
-# lfw_improved_ae 194.5 / 189.4 against 201.2 / 183.1, restoration_cifar64_stage1 123.0 / 119.4
-# against 128.3 / 121.1, the ResNet VAE 186.5 / 169.0 against 186.5 / 170.1: within the +-3.5%
-# that an unchanged step (the MNIST CVAE's) moved between variants; SAAAE, one run: 1186.7
-# against 1252.4 (channel anchor), 764.8 against 822.7 (patch anchor). Sending every strided conv
-# to 'patches' lost up to 5% on lfw_improved_ae and the ResNet VAE; their extra layers were the
-# ones from 1 channel and those to 4x4 grids. The grid bound was 8 at first; the MNIST
-# encoders' 14 -> 7 px conv (32 -> 64) then ran 0.6-3.9% faster as 'patches' in all four of two
-# runs each of mnist_cvae_onehot and mnist_dvae (100.5 / 118.3 against 103.0 / 119.0 ms, and
-# 105.3 / 117.1 against 108.1 / 121.9), so it is 7.
-_STRIDED_PATCHES_MIN_FEATURES = 32
-_STRIDED_PATCHES_MIN_GRID = 7
+# Conv 'fast' runs 'patches' wherever 'shifted' does not apply. Decided inside train steps
+# (variants alternated in one process, median ms/step, 2026-12-02, a 2-core AMD EPYC with AVX
+# and FMA but neither AVX2 nor AVX-512), once `matmul_rows` had made the patch form's weight
+# gradient read the output gradient in place:
+# - strided convs (`python benchmarks/strided_conv_rule_ab.py`; all as 'patches' against the rule
+#   before, which sent only those from 32 channels to grids of 7x7 and more, and against all
+#   native), two runs: restoration_cifar64_stage1 271.2 / 281.5 against 290.2 / 295.3 and
+#   305.9 / 300.6, lfw_conv_ae 195.9 / 285.0 against 206.8 / 317.7 and 250.9 / 343.4,
+#   lfw_improved_ae 323.6 / 377.5 against 347.1 / 428.9 and 384.8 / 441.9; one run:
+#   mnist_cvae_onehot 137.4 against 145.7, mnist_dvae 136.8 against 138.3, configs/default.py
+#   27.2 against 28.8; the ResNet VAE 355.5 / 343.3 against 352.5 / 338.4 (within the spread of
+#   repeats). The convs this added, those from the image (1 or 3 channels) and those to 4x4
+#   grids, had lost up to 5% as 'patches' before `matmul_rows`.
+# - stride-1 convs, the ResNet blocks' (the only ones our configs ran natively), two runs each:
+#   resnet_vae_fashion_mnist 308.9 / 290.1 against 360.8 / 344.7 native, resnet_vae_mnist 317.6
+#   / 336.0 against 351.4 / 386.1, resnet_vae_speckle (64 px) 1255.6 / 1394.4 against 2730.1 /
+#   2909.8.
+# Before `matmul_rows`, on 2-core AVX-512 machines, 'native' had won the ResNet blocks' stride-1
+# convs with Cout <= 128 by 1.45-2.6x alone and by a few percent in the step; that comparison
+# has not been repeated there since. model.conv_impl='native' keeps lax's convolution.
 
 
 def fast_conv_form(kernel_size: int, strides: int, in_features: int, features: int,
                    out_size: tuple[int, int] | None = None) -> str:
-  """The form Conv impl='fast' runs for this layer: 'native', 'patches' or 'shifted'.
+  """The form Conv impl='fast' runs for this layer: 'patches' or 'shifted'.
 
-  All are exact. 'shifted' needs a buffer of k*k*Cout values per input point, against the
+  Both are exact. 'shifted' needs a buffer of k*k*Cout values per input point, against the
   patch buffer's k*k*Cin per output point, and multiplies s*s times more than needed at stride
   s; it is only considered for Cout <= _TAP_MAJOR_MAX_FEATURES (see there). At stride 1 with
-  k*k*Cout <= Cin (a decoder's conv to 1 or 3 image channels) it ran 1.6-2.8x
-  faster than 'native', whose convolution runs its few output channels slowly, and 9-15x faster
-  than 'patches'. At k*k*Cout >= 2.25 Cin it was 2-4x slower than 'native'. Otherwise 'patches' is
-  chosen where its modelled cost per buffer element, Cout * _PATCH_MATMUL_SHARE +
-  _CONV_PATCH_ELEMENT_COST, is below 'native''s Cout: for Cout above ~270, or where the output
-  grid (out_size, H and W) is smaller than the kernel on both sides. There XLA:CPU's native
-  convolution is pathologically slow, and more so the wider the layer: at B = 64, 3x3, stride 1
-  on a 2x2 grid it took 1.1 / 4.7 / 14.5 / 107 / 1242 ms fwd+bwd for 32 / 64 / 128 / 256 / 512
-  channels against 'patches'' 0.4 / 1.1 / 3.3 / 7.3 / 25 (1x1 grids: the same trend; a stride-2
-  4x4 -> 2x2 conv, 128->256: 40 against 7.4 ms). Below 32 channels the two tied; on 3x3 grids
-  native won or came within 15% up to 256 channels, where the Cout rule decides. Measured by
-  `python benchmarks/conv_forms.py` (the sweep is in BENCHMARKS.md). Strided convs from 32 or
-  more channels to grids of 7x7 or more also run as 'patches': 7-9% off lfw_conv_ae's train
-  step, 5-7% off SAAAE's, 1-4% off the MNIST models', within noise elsewhere (see
-  _STRIDED_PATCHES_MIN_GRID).
+  k*k*Cout <= Cin (a decoder's conv to 1 or 3 image channels) it ran 1.6-2.8x faster than
+  'native', whose convolution runs its few output channels slowly, and 9-15x faster than
+  'patches'. Every other layer runs as 'patches' (the timings are in the comment above), also
+  where the output grid (out_size, H and W) is smaller than the kernel on both sides: there
+  XLA:CPU's native convolution is pathologically slow, and more so the wider the layer (at B =
+  64, 3x3, stride 1 on a 2x2 grid 1.1 / 4.7 / 14.5 / 107 / 1242 ms fwd+bwd for 32 / 64 / 128 /
+  256 / 512 channels against 'patches'' 0.4 / 1.1 / 3.3 / 7.3 / 25; `python
+  benchmarks/conv_forms.py`, the sweep is in BENCHMARKS.md), and 'shifted' would sum taps that
+  mostly fall outside the input.
   """
-  if out_size is not None and max(out_size) < kernel_size:
-    return 'patches'
-  if (strides == 1 and features <= _TAP_MAJOR_MAX_FEATURES
+  on_tiny_grid = out_size is not None and max(out_size) < kernel_size
+  if (not on_tiny_grid and strides == 1 and features <= _TAP_MAJOR_MAX_FEATURES
       and kernel_size * kernel_size * features <= in_features):
     return 'shifted'
-  if (strides > 1 and in_features >= _STRIDED_PATCHES_MIN_FEATURES and out_size is not None
-      and min(out_size) >= _STRIDED_PATCHES_MIN_GRID):
-    return 'patches'
-  patch_cost = features * _PATCH_MATMUL_SHARE + _CONV_PATCH_ELEMENT_COST
-  return 'patches' if patch_cost < features else 'native'
+  return 'patches'
 
 
 def conv_fast(x: Array, kernel: Array, strides: int,
@@ -875,8 +857,8 @@ class Conv(nn.Module):
       p zeros on each side, output (H + 2p - k)//s + 1).
     use_bias: add a learned bias.
     impl: 'native' (lax convolution), 'patches' (patch extraction + matmul), 'shifted' (matmul
-      to per-tap outputs + their shifted sum), or 'fast' (the fastest of those on CPU for the
-      layer, `fast_conv_form`).
+      to per-tap outputs + their shifted sum), or 'fast' ('shifted' or 'patches' on CPU by
+      `fast_conv_form`, 'native' elsewhere).
     dtype: computation dtype; parameters are always stored in float32.
     kernel_init: initializer of the [k, k, Cin, Cout] kernel.
   """
