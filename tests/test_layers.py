@@ -275,7 +275,7 @@ def test_matmul_rows_equals_dot_with_its_gradients(shape):
 
 @pytest.mark.parametrize('window', [3, (1, 2)])
 @pytest.mark.parametrize('pads', [((1, 1), (1, 1)), ((0, 2), (2, 0)), ((-1, 2), (1, -2))])
-@pytest.mark.parametrize('strides', [1, 2])
+@pytest.mark.parametrize('strides', [1, 2, 3])
 def test_extract_patches_custom_vjp_is_exact_transpose(pads, strides, window):
   x = _normal(40, (2, 7, 8, 2))
 

@@ -196,24 +196,51 @@ def _extract_patches_bwd(window, strides, pads, shape_carrier, g):
   c = g.shape[-1] // (win_h * win_w)
   ho, wo = g.shape[1:3]
   zero = jnp.zeros((), g.dtype)
-  dx = None
-  for i in range(win_h):
-    for j in range(win_w):
-      n = i * win_w + j
-      gij = g[..., n * c:(n + 1) * c]
-      # Patch (i, j) read x at rows i - lo + s*m. Scatter it back with one dilating pad; the
-      # k*k pads and their sum fuse into a single loop, unlike autodiff's transpose of the
-      # concat-of-slices.
-      row0 = i - pads[0][0]
-      col0 = j - pads[1][0]
-      contrib = lax.pad(gij, zero, (
-          (0, 0, 0),
-          (row0, h - row0 - (strides * (ho - 1) + 1), strides - 1),
-          (col0, w - col0 - (strides * (wo - 1) + 1), strides - 1),
-          (0, 0, 0),
-      ))
-      dx = contrib if dx is None else dx + contrib
-  return (dx,)
+
+  def patch(i, j):
+    n = i * win_w + j
+    return g[..., n * c:(n + 1) * c]
+
+  if strides == 1:
+    dx = None
+    for i in range(win_h):
+      for j in range(win_w):
+        # Patch (i, j) read x at rows i - lo + m; shifting it back is one pad (negative amounts
+        # crop). The k*k pads and their sum fuse into a single loop, unlike autodiff's
+        # transpose of the concat-of-slices.
+        row0, col0 = i - pads[0][0], j - pads[1][0]
+        contrib = lax.pad(patch(i, j), zero, (
+            (0, 0, 0), (row0, h - row0 - ho, 0), (col0, w - col0 - wo, 0), (0, 0, 0)))
+        dx = contrib if dx is None else dx + contrib
+    return (dx,)
+  # Strided: x row s*q + r is read only by the patches i = (r + lo) mod s + s*t, at patch row
+  # q + d - t. Each of the s*s output phases is then a sum of plain shifted copies, and the
+  # phases interleave by depth-to-space. Scattering each patch back with a dilating pad instead
+  # made every element of dx evaluate all k*k pads, most of them to zero (11 ms of the
+  # restoration model's 64 px 32-channel conv at B 32, in a ~230 ms step).
+  s = strides
+  grid = (-(-h // s), -(-w // s))
+
+  def taps(r, lo, window):
+    first = (r + lo) % s
+    d = (r + lo - first) // s
+    return [(first + s * t, d - t) for t in range(-(-(window - first) // s))]
+
+  phases = []
+  for r_h in range(s):
+    row = []
+    for r_w in range(s):
+      phase = None
+      for i, off_h in taps(r_h, pads[0][0], win_h):
+        for j, off_w in taps(r_w, pads[1][0], win_w):
+          # Phase row q reads patch row q + off: a pad by -off (negative crops) to grid rows.
+          contrib = lax.pad(patch(i, j), zero, (
+              (0, 0, 0), (-off_h, grid[0] - ho + off_h, 0), (-off_w, grid[1] - wo + off_w, 0),
+              (0, 0, 0)))
+          phase = contrib if phase is None else phase + contrib
+      row.append(jnp.zeros((g.shape[0], *grid, c), g.dtype) if phase is None else phase)
+    phases.append(row)
+  return (_interleave_phases(phases, (h, w)),)
 
 
 _extract_patches.defvjp(_extract_patches_fwd, _extract_patches_bwd)
