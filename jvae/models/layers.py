@@ -201,23 +201,13 @@ def _extract_patches_bwd(window, strides, pads, shape_carrier, g):
     n = i * win_w + j
     return g[..., n * c:(n + 1) * c]
 
-  if strides == 1:
-    dx = None
-    for i in range(win_h):
-      for j in range(win_w):
-        # Patch (i, j) read x at rows i - lo + m; shifting it back is one pad (negative amounts
-        # crop). The k*k pads and their sum fuse into a single loop, unlike autodiff's
-        # transpose of the concat-of-slices.
-        row0, col0 = i - pads[0][0], j - pads[1][0]
-        contrib = lax.pad(patch(i, j), zero, (
-            (0, 0, 0), (row0, h - row0 - ho, 0), (col0, w - col0 - wo, 0), (0, 0, 0)))
-        dx = contrib if dx is None else dx + contrib
-    return (dx,)
-  # Strided: x row s*q + r is read only by the patches i = (r + lo) mod s + s*t, at patch row
-  # q + d - t. Each of the s*s output phases is then a sum of plain shifted copies, and the
-  # phases interleave by depth-to-space. Scattering each patch back with a dilating pad instead
-  # made every element of dx evaluate all k*k pads, most of them to zero (11 ms of the
-  # restoration model's 64 px 32-channel conv at B 32, in a ~230 ms step).
+  # x row s*q + r is read only by the patches i = (r + lo) mod s + s*t, at patch row q + d - t.
+  # Each of the s*s output phases (one at stride 1) is then a sum of plain shifted copies, and
+  # the phases interleave by depth-to-space; the pads and their sum fuse into one loop per phase,
+  # unlike autodiff's transpose of the concat-of-slices. Scattering each patch back with a
+  # dilating pad instead made every element of dx evaluate all k*k pads, most of them to zero
+  # at stride 2 (11 ms of the restoration model's 64 px 32-channel conv at B 32, in a ~230 ms
+  # step).
   s = strides
   grid = (-(-h // s), -(-w // s))
 
