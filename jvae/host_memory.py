@@ -35,9 +35,20 @@ if TYPE_CHECKING:
 # mallopt parameters, from glibc's <malloc.h>.
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
+_M_ARENA_MAX = -8
 # The largest M_TRIM_THRESHOLD mallopt takes (an int): free memory at the heap's top is only
 # returned past 2 GB, in practice never; release_freed_memory still returns it on purpose.
 _NEVER_TRIM = 2**31 - 1
+# More arenas than the threads a process runs (XLA's pools, grain's prefetch threads: ~24 here),
+# so that every thread that allocates gets an arena of its own. glibc's default limit is 8 per
+# core, 16 on 2 cores; past it, a new thread shares an arena picked round-robin from the main
+# one, which is where a single-device step's temporaries live (the calling thread's). On 2
+# cores, that made grain's device-prefetch thread allocate its batches in the main arena, in the
+# hole the step had just freed; a batch waiting in the buffer then kept the step's buffer out of
+# its hole, and the steps of mnist_cvae_onehot fed by the pipeline peaked ~100 MB higher than
+# device-resident ones (BENCHMARKS.md). An arena is a 64 MB reservation of address space, made
+# resident only as its thread allocates.
+_ARENA_MAX = 1024
 
 
 @functools.cache
@@ -56,9 +67,11 @@ def reuse_step_buffers() -> bool:
 
   Sets `jax_cpu_enable_async_dispatch` off (single-device computations then run on the calling
   thread; multi-device ones are dispatched as before) and glibc's mmap count and trim threshold
-  so that freed buffers stay in the heap. Process-wide, and only possible before JAX starts
-  its backends: returns False, and logs why, when they already run or the C library is not
-  glibc. mnist_cvae_onehot's step went from 144.9 to 111.2 ms (BENCHMARKS.md).
+  so that freed buffers stay in the heap, and its arena limit (`_ARENA_MAX`) so that no other
+  thread allocates in the heap those buffers come back to. Process-wide, and only possible
+  before JAX starts its backends (glibc fixes its arena limit once a process has 8 arenas):
+  returns False, and logs why, when they already run or the C library is not glibc.
+  mnist_cvae_onehot's step went from 144.9 to 111.2 ms (BENCHMARKS.md).
   """
   import jax
   from jax._src import xla_bridge  # backends_are_initialized: not exported, used by JAX itself
@@ -71,7 +84,8 @@ def reuse_step_buffers() -> bool:
     logging.info('reuse_step_buffers: no glibc mallopt here; the process keeps its settings')
     return False
   jax.config.update('jax_cpu_enable_async_dispatch', False)
-  return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM))
+  return (bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM))
+          and bool(mallopt(_M_ARENA_MAX, _ARENA_MAX)))
 
 
 def apply_reuse_step_buffers(config: ml_collections.ConfigDict) -> bool:

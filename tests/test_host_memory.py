@@ -49,6 +49,47 @@ def test_reuse_step_buffers_removes_the_page_faults_of_a_step_temporary():
   assert reused['faults_per_call'] < 0.02 * system['faults_per_call'], (system, reused)
 
 
+# Threads that allocate and live on, as XLA's pools and grain's threads do: which of them
+# allocate in the main arena's heap, the `[heap]` mapping where single-device steps keep their
+# temporaries. `small_limit` then sets a limit below the thread count, as glibc's default of 8
+# arenas per core (16 on 2 cores) is for the ~24 threads of a training process.
+_ARENA_PROBE = '''
+import ctypes, ctypes.util, json, sys, threading
+from jvae import host_memory
+applied = host_memory.reuse_step_buffers()
+libc = ctypes.CDLL(ctypes.util.find_library('c'))
+if sys.argv[1] == 'small_limit':
+  libc.mallopt(-8, 8)  # M_ARENA_MAX
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+addresses, release = [], threading.Event()
+def allocate():
+  addresses.append(libc.malloc(100_000))
+  release.wait()
+threads = [threading.Thread(target=allocate) for _ in range(48)]
+for t in threads:
+  t.start()
+while len(addresses) < len(threads):
+  pass
+heap = next(l.split()[0] for l in open('/proc/self/maps') if l.rstrip().endswith('[heap]'))
+low, high = (int(a, 16) for a in heap.split('-'))
+print(json.dumps({'applied': applied, 'in_main_arena': sum(low <= a < high for a in addresses)}))
+release.set()
+'''
+
+
+def test_reuse_step_buffers_keeps_other_threads_out_of_the_main_arena():
+  def probe(mode):
+    out = subprocess.run([sys.executable, '-c', _ARENA_PROBE, mode], capture_output=True,
+                         text=True, check=True, timeout=300).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+  # Past the limit, threads share arenas picked round-robin from the main one; the setting's
+  # limit is above any thread count a training process reaches.
+  default, reused = probe('small_limit'), probe('reuse')
+  assert default['applied'] and default['in_main_arena'] >= 1, default
+  assert reused == {'applied': True, 'in_main_arena': 0}, reused
+
+
 def test_reuse_step_buffers_leaves_a_running_jax_alone():
   jax.numpy.zeros(1).block_until_ready()  # JAX's backends are up in this process
   assert not host_memory.reuse_step_buffers()
