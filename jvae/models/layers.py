@@ -60,7 +60,7 @@ Array = jax.Array
 Dtype = Any
 Initializer = Callable[..., Array]
 
-IMPLS = ('native', 'fast', 'patches', 'shifted')
+IMPLS = ('native', 'fast', 'fast_low_memory', 'patches', 'shifted')
 CONV_TRANSPOSE_IMPLS = ('native', 'fast', 'fused', 'phases', 'shared', 'scatter')
 _DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
 
@@ -813,8 +813,10 @@ _CONV_TRANSPOSE_FORMS = {
 #   / 336.0 against 351.4 / 386.1, resnet_vae_speckle (64 px) 1255.6 / 1394.4 against 2730.1 /
 #   2909.8.
 # Before `matmul_rows`, on 2-core AVX-512 machines, 'native' had won the ResNet blocks' stride-1
-# convs with Cout <= 128 by 1.45-2.6x alone and by a few percent in the step; that comparison
-# has not been repeated there since. model.conv_impl='native' keeps lax's convolution.
+# convs with Cout <= 128 by 1.45-2.6x alone and by a few percent in the step. Repeated on one
+# (ninth session), in the step: the same speed on resnet_vae_fashion_mnist, 9% slower on
+# resnet_vae_speckle, for less than half the temporary memory: model.conv_impl='fast_low_memory'.
+# model.conv_impl='native' keeps lax's convolution.
 
 
 def fast_conv_form(kernel_size: int, strides: int, in_features: int, features: int,
@@ -841,23 +843,45 @@ def fast_conv_form(kernel_size: int, strides: int, in_features: int, features: i
   return 'patches'
 
 
+def _fast_form(x: Array, kernel: Array, strides: int,
+               pads: tuple[tuple[int, int], tuple[int, int]], low_memory: bool) -> str:
+  if jax.default_backend() != 'cpu':
+    return 'native'
+  k, _, cin, cout = kernel.shape
+  out_size = tuple(conv_output_length(size, k, strides, axis_pads)
+                   for size, axis_pads in zip(x.shape[1:3], pads, strict=True))
+  form = fast_conv_form(k, strides, cin, cout, out_size)
+  if low_memory and form == 'patches' and strides == 1 and min(out_size) >= k:
+    return 'native'
+  return form
+
+
 def conv_fast(x: Array, kernel: Array, strides: int,
               pads: tuple[tuple[int, int], tuple[int, int]]) -> Array:
   """Same result as `conv_native`, by the form `fast_conv_form` picks.
 
   The rules were fitted on XLA:CPU; on other backends (GPU, TPU) the native op runs.
   """
-  k, _, cin, cout = kernel.shape
-  out_size = tuple(conv_output_length(size, k, strides, axis_pads)
-                   for size, axis_pads in zip(x.shape[1:3], pads, strict=True))
-  form = (fast_conv_form(k, strides, cin, cout, out_size) if jax.default_backend() == 'cpu'
-          else 'native')
-  return _CONV_FORMS[form](x, kernel, strides, pads)
+  return _CONV_FORMS[_fast_form(x, kernel, strides, pads, False)](x, kernel, strides, pads)
+
+
+def conv_fast_low_memory(x: Array, kernel: Array, strides: int,
+                         pads: tuple[tuple[int, int], tuple[int, int]]) -> Array:
+  """`conv_fast`, except that stride-1 convs on grids at least the kernel's size run native.
+
+  Those are the ResNet blocks' convs. As 'patches' they hold k*k*Cin values per output point
+  and their gradients in the backward pass: resnet_vae_fashion_mnist's step needs 215 MB of
+  XLA temporaries with 'fast' and 92 MB with this. On an AVX-512 CPU it ran at the same speed
+  (9% slower on the 64 px speckle config, 849 -> 337 MB); on an AVX-only one 'patches' was
+  15% (and 2.2x) faster, which is why 'fast' keeps them (BENCHMARKS.md, ninth session).
+  """
+  return _CONV_FORMS[_fast_form(x, kernel, strides, pads, True)](x, kernel, strides, pads)
 
 
 _CONV_FORMS = {
     'native': conv_native,
     'fast': conv_fast,
+    'fast_low_memory': conv_fast_low_memory,
     'patches': conv_patches,
     'shifted': conv_shifted,
 }
@@ -874,8 +898,8 @@ class Conv(nn.Module):
       p zeros on each side, output (H + 2p - k)//s + 1).
     use_bias: add a learned bias.
     impl: 'native' (lax convolution), 'patches' (patch extraction + matmul), 'shifted' (matmul
-      to per-tap outputs + their shifted sum), or 'fast' ('shifted' or 'patches' on CPU by
-      `fast_conv_form`, 'native' elsewhere).
+      to per-tap outputs + their shifted sum), 'fast' ('shifted' or 'patches' on CPU by
+      `fast_conv_form`, 'native' elsewhere), or 'fast_low_memory' (`conv_fast_low_memory`).
     dtype: computation dtype; parameters are always stored in float32.
     kernel_init: initializer of the [k, k, Cin, Cout] kernel.
   """
