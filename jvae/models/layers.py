@@ -872,8 +872,9 @@ def conv_fast_low_memory(x: Array, kernel: Array, strides: int,
   Those are the ResNet blocks' convs. As 'patches' they hold k*k*Cin values per output point
   and their gradients in the backward pass: resnet_vae_fashion_mnist's step needs 215 MB of
   XLA temporaries with 'fast' and 92 MB with this. On an AVX-512 CPU it ran at the same speed
-  (9% slower on the 64 px speckle config, 849 -> 337 MB); on an AVX-only one 'patches' was
-  15% (and 2.2x) faster, which is why 'fast' keeps them (BENCHMARKS.md, ninth session).
+  (9% slower on the 64 px speckle config, 849 -> 337 MB); on an AVX-only one its steps took
+  17-19% longer (2.2x on speckle), which is why 'fast' keeps them (BENCHMARKS.md, ninth and
+  seventh sessions).
   """
   return _CONV_FORMS[_fast_form(x, kernel, strides, pads, True)](x, kernel, strides, pads)
 
