@@ -851,7 +851,8 @@ def _fast_form(x: Array, kernel: Array, strides: int,
   out_size = tuple(conv_output_length(size, k, strides, axis_pads)
                    for size, axis_pads in zip(x.shape[1:3], pads, strict=True))
   form = fast_conv_form(k, strides, cin, cout, out_size)
-  if low_memory and form == 'patches' and strides == 1 and min(out_size) >= k:
+  # A 1x1 conv's patches are its input: nothing to save there.
+  if low_memory and form == 'patches' and strides == 1 and k > 1 and min(out_size) >= k:
     return 'native'
   return form
 
@@ -867,7 +868,7 @@ def conv_fast(x: Array, kernel: Array, strides: int,
 
 def conv_fast_low_memory(x: Array, kernel: Array, strides: int,
                          pads: tuple[tuple[int, int], tuple[int, int]]) -> Array:
-  """`conv_fast`, except that stride-1 convs on grids at least the kernel's size run native.
+  """`conv_fast`, except that stride-1 convs (k > 1) on grids at least k wide run native.
 
   Those are the ResNet blocks' convs. As 'patches' they hold k*k*Cin values per output point
   and their gradients in the backward pass: resnet_vae_fashion_mnist's step needs 215 MB of
