@@ -469,6 +469,10 @@ def test_fast_low_memory_runs_stride1_convs_natively_and_needs_less_step_memory(
   pads = ((1, 1), (1, 1))
   assert 'conv_general_dilated' not in str(jax.make_jaxpr(
       lambda x, k: layers.conv_fast_low_memory(x, k, 1, pads))(tiny, kernel))
+  # Nor a 1x1 conv, whose patches are its input.
+  assert 'conv_general_dilated' not in str(jax.make_jaxpr(
+      lambda x, k: layers.conv_fast_low_memory(x, k, 1, ((0, 0), (0, 0))))(
+          x, jnp.zeros((1, 1, 32, 32))))
 
 
 def test_fast_conv_on_a_grid_smaller_than_the_kernel_runs_patches_and_equals_native():
