@@ -34,14 +34,16 @@ print(json.dumps({'applied': applied, 'faults_per_call': sorted(faults)[len(faul
 '''
 
 
-def _probe(mode: str) -> dict:
-  out = subprocess.run([sys.executable, '-c', _PROBE, mode], capture_output=True, text=True,
+def _probe(script: str, *args: str) -> dict:
+  """Runs `script` in a fresh Python (JAX's and glibc's settings are per process); the JSON it
+  prints last."""
+  out = subprocess.run([sys.executable, '-c', script, *args], capture_output=True, text=True,
                        check=True, timeout=300).stdout
   return json.loads(out.strip().splitlines()[-1])
 
 
 def test_reuse_step_buffers_removes_the_page_faults_of_a_step_temporary():
-  system, reused = _probe('system'), _probe('reuse')
+  system, reused = _probe(_PROBE, 'system'), _probe(_PROBE, 'reuse')
   # Without it, every call maps fresh pages for the 64 MB buffer: ~16,000 page faults.
   assert not system['applied'] and system['async']
   assert system['faults_per_call'] > 10_000, system
@@ -78,14 +80,9 @@ release.set()
 
 
 def test_reuse_step_buffers_keeps_other_threads_out_of_the_main_arena():
-  def probe(mode):
-    out = subprocess.run([sys.executable, '-c', _ARENA_PROBE, mode], capture_output=True,
-                         text=True, check=True, timeout=300).stdout
-    return json.loads(out.strip().splitlines()[-1])
-
   # Past the limit, threads share arenas picked round-robin from the main one; the setting's
   # limit is above any thread count a training process reaches.
-  default, reused = probe('small_limit'), probe('reuse')
+  default, reused = _probe(_ARENA_PROBE, 'small_limit'), _probe(_ARENA_PROBE, 'reuse')
   assert default['applied'] and default['in_main_arena'] >= 1, default
   assert reused == {'applied': True, 'in_main_arena': 0}, reused
 
@@ -114,9 +111,7 @@ def test_tools_apply_the_setting_of_the_runs_they_reload(tmp_path):
     return str(workdir)
 
   def probe(*workdirs):
-    out = subprocess.run([sys.executable, '-c', _TOOL_PROBE, *workdirs], capture_output=True,
-                         text=True, check=True, timeout=300).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return _probe(_TOOL_PROBE, *workdirs)
 
   on, off = run_dir('on', True), run_dir('off', False)
   assert probe(on) == {'applied': True, 'async': False}
@@ -140,9 +135,7 @@ print(json.dumps({'applied': applied, 'libc': called,
 
 def test_the_config_field_decides_whether_the_setting_is_applied():
   def probe(field):
-    out = subprocess.run([sys.executable, '-c', _CONFIG_PROBE, field], capture_output=True,
-                         text=True, check=True, timeout=300).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return _probe(_CONFIG_PROBE, field)
 
   # Off, before JAX starts: neither JAX's dispatch nor glibc's mallopt is touched.
   assert probe('off') == {'applied': False, 'libc': [], 'async': True}
