@@ -2,7 +2,7 @@
 
   python -m jvae.bench [--configs configs/a.py,configs/b.py] [--steps 30] [--warmup 5]
       [--torch | --notorch] [--torch_compile | --notorch_compile] [--output BENCHMARKS_table.md]
-      [--conv_impl native|fast|patches|shifted]
+      [--conv_impl native|fast|fast_low_memory|fast_patches|patches|shifted]
       [--conv_transpose_impl native|fast|fused|phases|shared|scatter]
   python -m jvae.bench --check [--configs ...]     # the twin's equality checks; exit 1 on failure
 

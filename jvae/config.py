@@ -89,9 +89,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.norm = 'none'  # none | batch
   c.model.dropout_rate = 0.0
   # native: flax/lax convolutions. fast: per layer, the fastest on XLA:CPU of native and the exact
-  # reformulations (jvae/models/layers.py); fast_low_memory: fast with the stride-1 convs of
-  # ResNet blocks native (less than half the step's memory on the ResNet VAE, as fast or slower
-  # by CPU: layers.conv_fast_low_memory); the others force one form everywhere.
+  # reformulations (jvae/models/layers.py), for this CPU: the stride-1 convs of ResNet blocks run
+  # native with AVX-512 and as patches without. fast_low_memory / fast_patches: fast with those
+  # native / as patches on any CPU (native needs less than half the ResNet VAE step's memory:
+  # layers.conv_fast_low_memory); the others force one form everywhere.
   c.model.conv_impl = 'fast'
   c.model.conv_transpose_impl = 'fast'
   c.model.dtype = 'float32'  # compute dtype: float32 | bfloat16 (parameters stay float32)
@@ -197,7 +198,8 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     'model.norm': ('none', 'batch'),
     'model.anchor_normalization': ('per_example', 'batch'),
     'model.anchor_kl_weighting': ('full', 'noise_mask'),
-    'model.conv_impl': ('native', 'fast', 'fast_low_memory', 'patches', 'shifted'),
+    'model.conv_impl': ('native', 'fast', 'fast_low_memory', 'fast_patches', 'patches',
+                        'shifted'),
     'model.conv_transpose_impl': ('native', 'fast', 'fused', 'phases', 'shared', 'scatter'),
     'model.dtype': ('float32', 'bfloat16'),
     'loss.reconstruction': ('bernoulli', 'mse', 'l1', 'gaussian'),

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jvae import config
-from jvae.models import layers
+from jvae.models import cpu_features, layers
 
 # (kernel_size, strides, padding, output_padding): common decoder settings, each tried on an
 # odd-by-even and an even-by-odd input (H != W, so that a swapped axis cannot pass).
@@ -201,9 +201,36 @@ FAST_CONV_FORM_CASES = [
 ]
 
 
+# Those that change on CPUs with AVX-512 (native_stride1), where stride-1 convs with k > 1 on
+# grids at least k wide run natively.
+NATIVE_STRIDE1_FORMS = {
+    (3, 1, 64, 16, (16, 16)): 'native',
+    (3, 1, 32, 5, (16, 16)): 'native',
+    (3, 1, 32, 32, (16, 16)): 'native',
+    (3, 1, 64, 64, (8, 8)): 'native',
+    (3, 1, 32, 32, (32, 32)): 'native',
+}
+
+
 @pytest.mark.parametrize('k,s,cin,cout,out_size,form', FAST_CONV_FORM_CASES)
 def test_fast_conv_picks_the_measured_form(k, s, cin, cout, out_size, form):
   assert layers.fast_conv_form(k, s, cin, cout, out_size) == form
+  with_avx512 = NATIVE_STRIDE1_FORMS.get((k, s, cin, cout, out_size), form)
+  assert layers.fast_conv_form(k, s, cin, cout, out_size, native_stride1=True) == with_avx512
+
+
+def test_fast_conv_keeps_1x1_and_unknown_grids_as_patches_even_with_native_stride1():
+  assert layers.fast_conv_form(1, 1, 32, 32, (16, 16), native_stride1=True) == 'patches'
+  assert layers.fast_conv_form(3, 1, 32, 32, (3, 3), native_stride1=True) == 'native'
+  assert layers.fast_conv_form(3, 1, 32, 32, (2, 8), native_stride1=True) == 'patches'
+
+
+def test_cpu_flags_are_parsed_from_cpuinfo():
+  x86 = 'processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n'
+  assert cpu_features.parse_cpu_flags(x86) == {'fpu', 'sse2', 'avx2', 'avx512f', 'avx512bw'}
+  arm = 'processor\t: 0\nFeatures\t: fp asimd sve\n'
+  assert cpu_features.parse_cpu_flags(arm) == {'fp', 'asimd', 'sve'}
+  assert cpu_features.parse_cpu_flags('processor\t: 0\n') == frozenset()
 
 
 def test_config_choices_list_every_impl():
@@ -437,11 +464,12 @@ def test_fast_runs_the_native_ops_off_the_cpu(monkeypatch):
   assert 'conv_general_dilated' in primitives(lambda x, k: transpose(x, k))
 
 
-def test_fast_low_memory_runs_stride1_convs_natively_and_needs_less_step_memory():
+def test_stride1_convs_run_natively_on_avx512_or_by_choice_and_need_less_step_memory():
   # A ResNet block's two 3x3 stride-1 convs at 16x16 with 32 channels, as in
-  # resnet_vae_fashion_mnist, trained for one gradient: 'fast' runs them as patches and keeps
-  # the patch buffers and their gradients; 'fast_low_memory' runs them natively. On a 2x2 grid
-  # (smaller than the kernel) both keep 'patches', where the native op is pathologically slow.
+  # resnet_vae_fashion_mnist, trained for one gradient: 'fast_patches' runs them as patches and
+  # keeps the patch buffers and their gradients; 'fast_low_memory' runs them natively; 'fast'
+  # does what the CPU's rule says. On a 2x2 grid (smaller than the kernel) all keep 'patches',
+  # where the native op is pathologically slow.
   x = _normal(40, (8, 16, 16, 32))
 
   def block(impl):
@@ -453,17 +481,23 @@ def test_fast_low_memory_runs_stride1_convs_natively_and_needs_less_step_memory(
       return jnp.sum(conv.apply(params, h) ** 2)
     return params, jax.jit(jax.grad(loss, argnums=(0, 1)))
 
-  temp, grads = {}, {}
-  for impl in ('fast', 'fast_low_memory'):
+  def runs_native(impl):
     params, step = block(impl)
-    native = 'conv_general_dilated' in str(jax.make_jaxpr(step)(params, x))
-    assert native == (impl == 'fast_low_memory'), impl
+    return 'conv_general_dilated' in str(jax.make_jaxpr(step)(params, x))
+
+  temp, grads = {}, {}
+  for impl in ('fast_patches', 'fast_low_memory'):
+    params, step = block(impl)
+    assert runs_native(impl) == (impl == 'fast_low_memory'), impl
     temp[impl] = step.lower(params, x).compile().memory_analysis().temp_size_in_bytes
     grads[impl] = step(params, x)
-  assert temp['fast_low_memory'] < 0.75 * temp['fast'], temp
-  for a, b in zip(jax.tree.leaves(grads['fast']), jax.tree.leaves(grads['fast_low_memory']),
-                  strict=True):
+  assert temp['fast_low_memory'] < 0.75 * temp['fast_patches'], temp
+  for a, b in zip(jax.tree.leaves(grads['fast_patches']),
+                  jax.tree.leaves(grads['fast_low_memory']), strict=True):
     _assert_close(a, b)
+  for avx512 in (False, True):
+    with mock.patch.object(cpu_features, 'host_has_avx512', return_value=avx512):
+      assert runs_native('fast') == avx512, avx512
   tiny = jnp.zeros((2, 2, 2, 32))
   kernel = jnp.zeros((3, 3, 32, 32))
   pads = ((1, 1), (1, 1))

@@ -16,8 +16,10 @@ wins depends on the layer. `Conv` offers:
   of the concat of slices is much slower.
 - impl='shifted' is one matmul from Cin to every tap's partial output (k*k*Cout channels), then
   the sum of those read at their taps' offsets: a small buffer where Cout is small.
-- impl='fast' runs 'shifted' where that is cheap and 'patches' elsewhere on CPU, by a rule
-  fitted to train-step timings (`fast_conv_form`), and 'native' on other backends.
+- impl='fast' runs 'shifted' where that is cheap and 'patches' elsewhere on CPU, but the
+  native op for stride-1 convs on CPUs with AVX-512, by a rule fitted to train-step timings
+  (`fast_conv_form`), and 'native' on other backends. 'fast_low_memory' and 'fast_patches' are
+  'fast' with the stride-1 choice fixed to native or to 'patches' on any CPU.
 
 `ConvTranspose` has PyTorch's ConvTranspose2d ("scatter") semantics,
 
@@ -56,11 +58,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jvae.models import cpu_features
+
 Array = jax.Array
 Dtype = Any
 Initializer = Callable[..., Array]
 
-IMPLS = ('native', 'fast', 'fast_low_memory', 'patches', 'shifted')
+IMPLS = ('native', 'fast', 'fast_low_memory', 'fast_patches', 'patches', 'shifted')
 CONV_TRANSPOSE_IMPLS = ('native', 'fast', 'fused', 'phases', 'shared', 'scatter')
 _DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
 
@@ -795,95 +799,110 @@ _CONV_TRANSPOSE_FORMS = {
 }
 
 
-# Conv 'fast' runs 'patches' wherever 'shifted' does not apply. Decided inside train steps
-# (variants alternated in one process, median ms/step, 2026-12-02, a 2-core AMD EPYC with AVX
-# and FMA but neither AVX2 nor AVX-512), once `matmul_rows` had made the patch form's weight
-# gradient read the output gradient in place:
-# - strided convs (`python benchmarks/strided_conv_rule_ab.py`; all as 'patches' against the rule
+# Conv 'fast' runs 'shifted' where it applies, and 'patches' elsewhere except the stride-1 convs
+# (k > 1, on grids at least k wide) of ResNet blocks, which it runs natively on CPUs with
+# AVX-512 and as 'patches' on those without. Decided inside train steps (variants alternated in
+# one process, median ms/step):
+# - strided convs, on a 2-core AMD EPYC with AVX and FMA but neither AVX2 nor AVX-512
+#   (2026-12-02, `python benchmarks/strided_conv_rule_ab.py`; all as 'patches' against the rule
 #   before, which sent only those from 32 channels to grids of 7x7 and more, and against all
-#   native), two runs: restoration_cifar64_stage1 271.2 / 281.5 against 290.2 / 295.3 and
-#   305.9 / 300.6, lfw_conv_ae 195.9 / 285.0 against 206.8 / 317.7 and 250.9 / 343.4,
+#   native), once `matmul_rows` had made the patch form's weight gradient read the output
+#   gradient in place, two runs: restoration_cifar64_stage1 271.2 / 281.5 against 290.2 / 295.3
+#   and 305.9 / 300.6, lfw_conv_ae 195.9 / 285.0 against 206.8 / 317.7 and 250.9 / 343.4,
 #   lfw_improved_ae 323.6 / 377.5 against 347.1 / 428.9 and 384.8 / 441.9; one run:
 #   mnist_cvae_onehot 137.4 against 145.7, mnist_dvae 136.8 against 138.3, configs/default.py
-#   27.2 against 28.8; the ResNet VAE 355.5 / 343.3 against 352.5 / 338.4 (within the spread of
-#   repeats). The convs this added, those from the image (1 or 3 channels) and those to 4x4
-#   grids, had lost up to 5% as 'patches' before `matmul_rows`.
-# - stride-1 convs, the ResNet blocks' (the only ones our configs ran natively), two runs each:
-#   resnet_vae_fashion_mnist 308.9 / 290.1 against 360.8 / 344.7 native, resnet_vae_mnist 317.6
-#   / 336.0 against 351.4 / 386.1, resnet_vae_speckle (64 px) 1255.6 / 1394.4 against 2730.1 /
-#   2909.8.
-# Before `matmul_rows`, on 2-core AVX-512 machines, 'native' had won the ResNet blocks' stride-1
-# convs with Cout <= 128 by 1.45-2.6x alone and by a few percent in the step. Repeated on one
-# (ninth session), in the step: the same speed on resnet_vae_fashion_mnist, 9% slower on
-# resnet_vae_speckle, for less than half the temporary memory: model.conv_impl='fast_low_memory'.
-# model.conv_impl='native' keeps lax's convolution.
+#   27.2 against 28.8. Re-checked on an AVX-512 Xeon: lfw_conv_ae / mnist_dvae 111.1 / 85.9 ms
+#   against 137.8 / 89.2 with the strided convs native.
+# - stride-1 convs, the ResNet blocks' (`python benchmarks/conv_impl_ab.py --variants
+#   fast_patches,fast_low_memory`, patches against native):
+#   - the AVX-only EPYC, two runs each: resnet_vae_fashion_mnist 308.9 / 290.1 against 360.8 /
+#     344.7, resnet_vae_mnist 317.6 / 336.0 against 351.4 / 386.1, resnet_vae_speckle (64 px)
+#     1255.6 / 1394.4 against 2730.1 / 2909.8: 'patches'.
+#   - an AVX-512 Intel Xeon (Emerald Rapids): resnet_vae_fashion_mnist 166.0 / 211.1 against
+#     164.3 / 208.1, resnet_vae_speckle 771.8 against 841.8: even, 9% slower native on speckle.
+#   - an AVX-512 AMD EPYC (Zen 5): resnet_vae_fashion_mnist 90.0 against 84.4, resnet_vae_mnist
+#     86.8 against 80.5, resnet_vae_speckle 363.9 against 337.1: native 6-8% faster.
+#   Native also needs less than half the temporaries (215 -> 92 MB on the Fashion-MNIST config,
+#   849 -> 337 MB on speckle) and compiles 1.5-3 s faster, so AVX-512 CPUs run it.
+# model.conv_impl='fast_low_memory' and 'fast_patches' fix the stride-1 choice whatever the CPU;
+# 'native' keeps lax's convolution everywhere.
 
 
 def fast_conv_form(kernel_size: int, strides: int, in_features: int, features: int,
-                   out_size: tuple[int, int] | None = None) -> str:
-  """The form Conv impl='fast' runs for this layer: 'patches' or 'shifted'.
+                   out_size: tuple[int, int] | None = None,
+                   native_stride1: bool = False) -> str:
+  """The form Conv impl='fast' runs for this layer: 'patches', 'shifted' or 'native'.
 
-  Both are exact. 'shifted' needs a buffer of k*k*Cout values per input point, against the
+  All are exact. 'shifted' needs a buffer of k*k*Cout values per input point, against the
   patch buffer's k*k*Cin per output point, and multiplies s*s times more than needed at stride
   s; it is only considered for Cout <= _TAP_MAJOR_MAX_FEATURES (see there). At stride 1 with
   k*k*Cout <= Cin (a decoder's conv to 1 or 3 image channels) it ran 1.6-2.8x faster than
   'native', whose convolution runs its few output channels slowly, and 9-15x faster than
-  'patches'. Every other layer runs as 'patches' (the timings are in the comment above), also
-  where the output grid (out_size, H and W) is smaller than the kernel on both sides: there
-  XLA:CPU's native convolution is pathologically slow, and more so the wider the layer (at B =
-  64, 3x3, stride 1 on a 2x2 grid 1.1 / 4.7 / 14.5 / 107 / 1242 ms fwd+bwd for 32 / 64 / 128 /
-  256 / 512 channels against 'patches'' 0.4 / 1.1 / 3.3 / 7.3 / 25; `python
-  benchmarks/conv_forms.py`, the sweep is in BENCHMARKS.md), and 'shifted' would sum taps that
-  mostly fall outside the input.
+  'patches'. With native_stride1 (the CPU has AVX-512, or impl='fast_low_memory'), the other
+  stride-1 convs with k > 1 on output grids (out_size, H and W) at least k wide run 'native'.
+  Every other layer runs as 'patches' (the timings are in the comment above), also where the
+  output grid is smaller than the kernel on both sides: there XLA:CPU's native convolution is
+  pathologically slow, and more so the wider the layer (at B = 64, 3x3, stride 1 on a 2x2 grid
+  1.1 / 4.7 / 14.5 / 107 / 1242 ms fwd+bwd for 32 / 64 / 128 / 256 / 512 channels against
+  'patches'' 0.4 / 1.1 / 3.3 / 7.3 / 25; `python benchmarks/conv_forms.py`, the sweep is in
+  BENCHMARKS.md), and 'shifted' would sum taps that mostly fall outside the input.
   """
   on_tiny_grid = out_size is not None and max(out_size) < kernel_size
   if (not on_tiny_grid and strides == 1 and features <= _TAP_MAJOR_MAX_FEATURES
       and kernel_size * kernel_size * features <= in_features):
     return 'shifted'
+  # A 1x1 conv's patches are its input: a plain matmul, nothing to gain natively.
+  if (native_stride1 and strides == 1 and kernel_size > 1 and out_size is not None
+      and min(out_size) >= kernel_size):
+    return 'native'
   return 'patches'
 
 
 def _fast_form(x: Array, kernel: Array, strides: int,
-               pads: tuple[tuple[int, int], tuple[int, int]], low_memory: bool) -> str:
+               pads: tuple[tuple[int, int], tuple[int, int]], native_stride1: bool) -> str:
   if jax.default_backend() != 'cpu':
     return 'native'
   k, _, cin, cout = kernel.shape
   out_size = tuple(conv_output_length(size, k, strides, axis_pads)
                    for size, axis_pads in zip(x.shape[1:3], pads, strict=True))
-  form = fast_conv_form(k, strides, cin, cout, out_size)
-  # A 1x1 conv's patches are its input: nothing to save there.
-  if low_memory and form == 'patches' and strides == 1 and k > 1 and min(out_size) >= k:
-    return 'native'
-  return form
+  return fast_conv_form(k, strides, cin, cout, out_size, native_stride1)
 
 
 def conv_fast(x: Array, kernel: Array, strides: int,
               pads: tuple[tuple[int, int], tuple[int, int]]) -> Array:
-  """Same result as `conv_native`, by the form `fast_conv_form` picks.
+  """Same result as `conv_native`, by the form `fast_conv_form` picks for this CPU.
 
   The rules were fitted on XLA:CPU; on other backends (GPU, TPU) the native op runs.
   """
-  return _CONV_FORMS[_fast_form(x, kernel, strides, pads, False)](x, kernel, strides, pads)
+  form = _fast_form(x, kernel, strides, pads, cpu_features.host_has_avx512())
+  return _CONV_FORMS[form](x, kernel, strides, pads)
 
 
 def conv_fast_low_memory(x: Array, kernel: Array, strides: int,
                          pads: tuple[tuple[int, int], tuple[int, int]]) -> Array:
-  """`conv_fast`, except that stride-1 convs (k > 1) on grids at least k wide run native.
+  """`conv_fast` with the stride-1 convs (k > 1) on grids at least k wide native on any CPU.
 
   Those are the ResNet blocks' convs. As 'patches' they hold k*k*Cin values per output point
   and their gradients in the backward pass: resnet_vae_fashion_mnist's step needs 215 MB of
-  XLA temporaries with 'fast' and 92 MB with this. On an AVX-512 CPU it ran at the same speed
-  (9% slower on the 64 px speckle config, 849 -> 337 MB); on an AVX-only one its steps took
-  17-19% longer (2.2x on speckle), which is why 'fast' keeps them (BENCHMARKS.md, ninth and
-  seventh sessions).
+  XLA temporaries as 'patches' and 92 MB native. 'fast' already runs them natively on AVX-512
+  CPUs; on an AVX-only one this made the steps 17-19% longer (2.2x on the 64 px speckle config).
   """
   return _CONV_FORMS[_fast_form(x, kernel, strides, pads, True)](x, kernel, strides, pads)
+
+
+def conv_fast_patches(x: Array, kernel: Array, strides: int,
+                      pads: tuple[tuple[int, int], tuple[int, int]]) -> Array:
+  """`conv_fast` with every stride-1 conv that is not 'shifted' as 'patches' on any CPU: the rule
+  fitted on CPUs without AVX-512, where it is what 'fast' runs (on an AVX-512 Xeon it was 9%
+  faster than 'fast' on resnet_vae_speckle, for 2.5x the temporaries)."""
+  return _CONV_FORMS[_fast_form(x, kernel, strides, pads, False)](x, kernel, strides, pads)
 
 
 _CONV_FORMS = {
     'native': conv_native,
     'fast': conv_fast,
     'fast_low_memory': conv_fast_low_memory,
+    'fast_patches': conv_fast_patches,
     'patches': conv_patches,
     'shifted': conv_shifted,
 }
@@ -900,8 +919,9 @@ class Conv(nn.Module):
       p zeros on each side, output (H + 2p - k)//s + 1).
     use_bias: add a learned bias.
     impl: 'native' (lax convolution), 'patches' (patch extraction + matmul), 'shifted' (matmul
-      to per-tap outputs + their shifted sum), 'fast' ('shifted' or 'patches' on CPU by
-      `fast_conv_form`, 'native' elsewhere), or 'fast_low_memory' (`conv_fast_low_memory`).
+      to per-tap outputs + their shifted sum), 'fast' ('shifted', 'patches' or native on CPU
+      by `fast_conv_form`, 'native' elsewhere), 'fast_low_memory' (`conv_fast_low_memory`) or
+      'fast_patches' (`conv_fast_patches`).
     dtype: computation dtype; parameters are always stored in float32.
     kernel_init: initializer of the [k, k, Cin, Cout] kernel.
   """
