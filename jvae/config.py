@@ -128,6 +128,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.warmup_steps = 0
   c.train.weight_decay = 0.0
   c.train.grad_clip_norm = 1e3  # global-norm clipping; 0 disables
+  # param_norm and update_norm in the train metrics (grad_norm is always there): two more passes
+  # over every parameter per step, which XLA:CPU does not fuse into the update (3-4% of
+  # restoration_cifar64_stage1's step on a 2-core CPU; BENCHMARKS.md).
+  c.train.log_weight_norms = False
   c.train.nan_policy = 'stop'  # stop | skip (a non-finite step leaves the state unchanged)
   c.train.log_every_steps = 50
   c.train.eval_every_steps = 500

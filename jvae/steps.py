@@ -180,8 +180,9 @@ def make_train_step(model: nn.Module, config: ml_collections.ConfigDict,
     params = optax.apply_updates(state.params, updates)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    metrics.update(grad_norm=grad_norm, param_norm=optax.tree.norm(params),
-                   update_norm=optax.tree.norm(updates), finite=finite)
+    metrics.update(grad_norm=grad_norm, finite=finite)
+    if config.train.log_weight_norms:
+      metrics.update(param_norm=optax.tree.norm(params), update_norm=optax.tree.norm(updates))
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                               opt_state=opt_state)
     if skip_bad_steps:

@@ -813,8 +813,8 @@ _CONV_TRANSPOSE_FORMS = {
 #   mnist_cvae_onehot 137.4 against 145.7, mnist_dvae 136.8 against 138.3, configs/default.py
 #   27.2 against 28.8. Re-checked on an AVX-512 Xeon: lfw_conv_ae / mnist_dvae 111.1 / 85.9 ms
 #   against 137.8 / 89.2 with the strided convs native.
-# - stride-1 convs, the ResNet blocks' (`python benchmarks/conv_impl_ab.py --variants
-#   fast_patches,fast_low_memory`, patches against native):
+# - stride-1 convs, the ResNet blocks' (`python benchmarks/config_ab.py --variants
+#   model.conv_impl=fast_patches,model.conv_impl=fast_low_memory`, patches against native):
 #   - the AVX-only EPYC, two runs each: resnet_vae_fashion_mnist 308.9 / 290.1 against 360.8 /
 #     344.7, resnet_vae_mnist 317.6 / 336.0 against 351.4 / 386.1, resnet_vae_speckle (64 px)
 #     1255.6 / 1394.4 against 2730.1 / 2909.8: 'patches'.
