@@ -394,9 +394,10 @@ def setup_jax(config, measure_memory: bool = False) -> JaxSetup:
   """
   import jax
 
+  from jvae import prng
   from jvae.data import pipeline
   experiment, synthetic = make_experiment(config)
-  key = jax.random.key(config.seed)
+  key = prng.root_key(config.seed, config)
   train_iter = pipeline.train_iterator(
       experiment.train_source, config.data, config.train.batch_size, config.seed,
       to_device=experiment.global_batch)

@@ -17,6 +17,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
+from jvae import prng
+
 
 class CheckpointError(RuntimeError):
   """A checkpoint cannot be used with this config; the message names what does not fit."""
@@ -120,7 +122,8 @@ class RunCheckpoints:
         rng=ocp.args.StandardRestore(),
         data_iterator=ocp.args.JsonRestore(),
         config=ocp.args.JsonRestore()))
-    key = jax.random.wrap_key_data(np.asarray(restored['rng']['key']))
+    key = jax.random.wrap_key_data(np.asarray(restored['rng']['key']),
+                                   impl=prng.saved_impl(restored['config']))
     logging.info('restored checkpoint %s/%d', which, step)
     return restored['state'], key, restored['data_iterator'] or None, restored['config']
 

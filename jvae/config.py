@@ -132,6 +132,10 @@ def base_config() -> ml_collections.ConfigDict:
   # over every parameter per step, which XLA:CPU does not fuse into the update (3-4% of
   # restoration_cifar64_stage1's step on a 2-core CPU; BENCHMARKS.md).
   c.train.log_weight_norms = False
+  # The PRNG every random draw of the run uses (a jax.random key implementation; jvae/prng.py
+  # has what was measured on CPU: JAX's default is kept). A run resumes only under the one it
+  # started with.
+  c.train.prng_impl = 'threefry2x32'
   c.train.nan_policy = 'stop'  # stop | skip (a non-finite step leaves the state unchanged)
   c.train.log_every_steps = 50
   c.train.eval_every_steps = 500
@@ -211,6 +215,8 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     'train.optimizer': ('adam', 'adamw'),
     'train.lr_schedule': ('constant', 'cosine', 'warmup_cosine'),
     'train.nan_policy': ('stop', 'skip'),
+    'train.prng_impl': ('threefry2x32', 'threefry4x32', 'philox2x32', 'philox4x32', 'rbg',
+                        'unsafe_rbg'),
     'train.parallelism': ('jit', 'shard_map'),
     'train.best_mode': ('min', 'max'),
     'train.xla_optimization': ('full', 'minimal'),

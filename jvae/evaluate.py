@@ -16,7 +16,18 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from jvae import cli, embed, explore, latent_plots, likelihood, parallel, runs, steps, trainer
+from jvae import (
+    cli,
+    embed,
+    explore,
+    latent_plots,
+    likelihood,
+    parallel,
+    prng,
+    runs,
+    steps,
+    trainer,
+)
 from jvae.data import pipeline
 
 
@@ -76,7 +87,7 @@ def evaluate_run(workdir: str, split: str | None = None, checkpoint: str | int =
   overrides = {'data.eval_split': split} if split else None
   run = runs.load_run(workdir, checkpoint, config_overrides=overrides)
   split = run.config.data.eval_split
-  key = jax.random.fold_in(jax.random.key(seed), 1)
+  key = jax.random.fold_in(prng.root_key(seed, run.config), 1)
   metrics = trainer.evaluate(run.experiment, run.state, key, max_batches)
   if iwae_samples > 0:
     metrics.update(iwae_metrics(run, jax.random.fold_in(key, 2), iwae_samples,

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from absl import app, flags, logging
 
-from jvae import cli, plotting, runs, steps, trainer
+from jvae import cli, plotting, prng, runs, steps, trainer
 from jvae.data import pipeline
 
 # The fields that define what a restorer is asked to do; copied from the `like` run to every run.
@@ -55,7 +55,8 @@ def compare_runs(workdirs: Sequence[str], like: str, names: Sequence[str] | None
   split = split or like_config.data.eval_split
   task = {field: _get(like_config, field) for field in TASK_FIELDS}
   overrides = {**task, 'data.eval_split': split}
-  key = jax.random.fold_in(jax.random.key(seed), 1)  # as jvae.evaluate, so the numbers agree
+  # As jvae.evaluate, so the numbers agree.
+  key = jax.random.fold_in(prng.root_key(seed, like_config), 1)
   results, rows, titles = [], [], []
   for name, workdir in zip(names, workdirs, strict=True):
     run = runs.load_run(workdir, checkpoint, config_overrides=overrides)

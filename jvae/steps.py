@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jvae import losses, parallel
+from jvae import losses, parallel, prng
 from jvae import metrics as image_metrics
 from jvae.data import pipeline
 from jvae.train_state import TrainState
@@ -51,7 +51,7 @@ def prepare_batch(batch: dict, key: jax.Array, config: ml_collections.ConfigDict
       key, binarize_key = jax.random.split(key)
       target = binarize(target, binarize_key)
     else:
-      eval_key = jax.random.key(config.seed + BINARIZATION_SEED_OFFSET)
+      eval_key = prng.root_key(config.seed + BINARIZATION_SEED_OFFSET, config)
       target = binarize(target, eval_key, batch['index'])
   inputs = target
   if 'input' in batch:

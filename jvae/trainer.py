@@ -36,6 +36,7 @@ from jvae import (
   metric_writer,
   parallel,
   plotting,
+  prng,
   schedules,
   steps,
 )
@@ -360,13 +361,14 @@ def _train(experiment: Experiment, workdir: str, stop: _StopSignals) -> dict[str
       jax.process_index(), jax.process_count(),
       to_device=experiment.global_batch)
   if restored is None:
-    key = jax.random.key(config.seed)
+    key = prng.root_key(config.seed, config)
     state = experiment.init_state(jax.random.fold_in(key, 0))
     if config.train.init_from:
       state = _initialize_from(state, experiment, config)
     key = jax.random.fold_in(key, 1)
   else:
-    state, key, iterator_state, _ = restored
+    state, key, iterator_state, saved_config = restored
+    prng.check_resumable(config, saved_config)
     if iterator_state:
       pipeline.restore_state(train_iter, iterator_state, config.data)
   start_step = int(state.step)

@@ -74,6 +74,26 @@ def test_a_stopped_run_resumes_bit_for_bit(tmp_path, config):
                _restore_params(tmp_path / 'resumed', config))
 
 
+def test_a_run_resumes_under_its_prng_and_refuses_another(tmp_path, config):
+  # philox2x32's keys have threefry2x32's shape: a restore that ignored the impl would silently
+  # continue on another stream.
+  config.train.prng_impl = 'philox2x32'
+  trainer.train_and_evaluate(config, str(tmp_path / 'straight'))
+  config.train.num_train_steps = 8
+  trainer.train_and_evaluate(config, str(tmp_path / 'resumed'))
+  config.train.num_train_steps = 12
+  config.train.prng_impl = 'threefry2x32'
+  with pytest.raises(ValueError, match=r"train.prng_impl is 'threefry2x32'.*'philox2x32'"):
+    trainer.train_and_evaluate(config, str(tmp_path / 'resumed'))
+  config.train.prng_impl = 'philox2x32'
+  trainer.train_and_evaluate(config, str(tmp_path / 'resumed'))
+  assert _train_losses(tmp_path / 'straight') == _train_losses(tmp_path / 'resumed')
+  straight = checkpointing.RunCheckpoints(str(tmp_path / 'straight'), 3, 'loss', 'min')
+  _, key, _, _ = straight.restore(trainer.create_experiment(config).abstract_state())
+  straight.close()
+  assert jax.random.key_impl(key) == jax.random.key_impl(jax.random.key(0, impl='philox2x32'))
+
+
 def _train_cli(workdir, *overrides):
   command = [sys.executable, str(REPO / 'train.py'), '--config', str(REPO / 'configs/test.py'),
              '--workdir', str(workdir), *overrides]

@@ -19,6 +19,45 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 }
 
 
+# The keep decision compares 16 random bits with round(keep_prob * 2**16): the keep probability
+# is exact to 2**-17, and one 32-bit draw serves two elements.
+_MASK_BITS = 16
+
+
+class Dropout(nn.Module):
+  """Inverted dropout like flax's `nn.Dropout` (same 'dropout' RNG stream, same expectation), at
+  half the PRNG work.
+
+  flax draws a 32-bit uniform per element. On CPU JAX lowers the default PRNG, threefry2x32, to
+  a rolled loop that XLA cannot fuse, so every round writes uint32 arrays of the activation's
+  shape: 17 of lfw_improved_ae's 102 ms of XLA ops and tens of MB of its temporaries went to
+  dropout masks. Here each 32-bit draw is split into two 16-bit ones, and kept elements are
+  scaled by 2**16 / threshold, the inverse of the realised keep probability, so the expected
+  output is exactly the input. (A PRNG XLA sees as plain elementwise ops, philox2x32, was faster
+  alone but slower in the train step: XLA:CPU fused its rounds into the backward pass's
+  consumers and recomputed them there; BENCHMARKS.md, tenth session.)
+  """
+
+  rate: float
+  deterministic: bool = False
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if self.deterministic or self.rate == 0.0:
+      return x
+    if self.rate >= 1.0:
+      return jnp.zeros_like(x)
+    levels = 2 ** _MASK_BITS
+    threshold = round((1.0 - self.rate) * levels)
+    if threshold >= levels:  # a rate below 2**-17 keeps everything
+      return x
+    per_draw = 32 // _MASK_BITS
+    draws = jax.random.bits(self.make_rng('dropout'), (-(-x.size // per_draw),), jnp.uint32)
+    bits = jax.lax.bitcast_convert_type(draws, jnp.uint16).reshape(-1)[:x.size]
+    keep = bits.reshape(x.shape) < threshold
+    return jnp.where(keep, x * jnp.asarray(levels / threshold, x.dtype), jnp.zeros_like(x))
+
+
 class NormActDrop(nn.Module):
   """Optional BatchNorm, the activation, optional dropout: the tail of every conv stage.
 
@@ -37,7 +76,7 @@ class NormActDrop(nn.Module):
       x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=x.dtype)(x)
     x = ACTIVATIONS[self.activation](x)
     if self.dropout_rate > 0:
-      x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+      x = Dropout(self.dropout_rate, deterministic=not train)(x)
     return x
 
 

@@ -108,7 +108,7 @@ class MLPDecoder(nn.Module):
     for hidden in self.hidden_dims:
       h = blocks.ACTIVATIONS[self.activation](nn.Dense(hidden, dtype=self.dtype)(h))
       if self.dropout_rate > 0:
-        h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
+        h = blocks.Dropout(self.dropout_rate, deterministic=not train)(h)
     size = self.image_shape[0] * self.image_shape[1] * self.image_shape[2]
     h = nn.Dense(size, dtype=self.dtype)(h)
     return h.reshape(h.shape[0], *self.image_shape).astype(jnp.float32)

@@ -75,5 +75,5 @@ class MLPEncoder(nn.Module):
     for width in self.hidden_dims:
       h = blocks.ACTIVATIONS[self.activation](nn.Dense(width, dtype=self.dtype)(h))
       if self.dropout_rate > 0:
-        h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
+        h = blocks.Dropout(self.dropout_rate, deterministic=not train)(h)
     return h, []
