@@ -27,7 +27,9 @@ What is measured, per config, in this order:
   resident block, minus 1.
 - JAX ms/step, img/s: median over `--steps` device-resident steps (after `--warmup`), timed to
   completion. With torch, these steps alternate with the torch twin's eager and `torch.compile`
-  steps (one of each in turn), so all three see the same machine load.
+  steps, in blocks of 6 consecutive steps of each whose first is run untimed (torch's OpenMP
+  threads spin on after its steps and slow the step that follows; `_FRAMEWORK_BLOCK`), so all
+  three see the same machine load.
 - torch eager / torch.compile ms/step: the twin (`jvae.torch_twin`) with the same weights, layers
   and loss, `clip_grad_norm_` then Adam(W); `torch.compile` covers forward and loss (backward
   through AOTAutograd), clipping and the optimizer are eager in both. The twin's step takes float
@@ -418,15 +420,35 @@ def setup_jax(config, measure_memory: bool = False) -> JaxSetup:
                   compile_seconds, synthetic, baseline)
 
 
-def alternated(runners: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
-  """Each runner's results (a step's ms) over `rounds` rounds of one call per runner, rotating
-  who goes first so that no variant always follows the same one and all see the same load."""
+def alternated(runners: dict[str, Callable[[], float]], rounds: int,
+               block: int = 1) -> dict[str, list[float]]:
+  """Each runner's results (a step's ms) over `rounds` rounds, rotating who goes first so that
+  no variant always follows the same one and all see the same load.
+
+  In a round each runner is called `block` times in a row; with block > 1 the first call of each
+  block is a transition step, run but not kept (see `_FRAMEWORK_BLOCK`), so a runner keeps
+  (block - 1) results per round.
+  """
   times: dict[str, list[float]] = {name: [] for name in runners}
   names = list(runners)
   for i in range(rounds):
     for name in names[i % len(names):] + names[:i % len(names)]:
-      times[name].append(runners[name]())
+      results = [runners[name]() for _ in range(block)]
+      times[name].extend(results[1:] if block > 1 else results)
   return times
+
+
+# JAX and the torch twin alternate in blocks of this many steps, the first of each not timed.
+# torch's OpenMP runtime (GNU libgomp, its default wait policy) keeps its threads spinning for a
+# while after a parallel region, on the 2 cores the next JAX step needs: alternating single
+# steps timed the JAX step after a torch step, not JAX's steady state. configs/default.py on a
+# 2-core Zen 5 EPYC, in one process (median ms/step of JAX / torch eager / torch.compile): back to
+# back 6.8 ms JAX; alternating single steps 11.2 / 9.9 / 10.0; blocks of 3 steps 8.6 / 8.1 /
+# 9.5; blocks of 6, 6.96 / 8.49 / 9.60; mnist_cvae_onehot 49.4 / 41.3 / 47.2 single, 43.7 /
+# 41.2 / 46.3 in blocks of 6 (torch's own times barely move). OMP_WAIT_POLICY=PASSIVE removed
+# the interference too, but slowed torch's own steps (eager 10.8 -> 14.4 ms), and a sleep
+# between steps slowed both (idle cores); BENCHMARKS.md, tenth session.
+_FRAMEWORK_BLOCK = 6
 
 
 def _median(values: list[float]) -> float:
@@ -522,7 +544,8 @@ def benchmark_config(spec: str, steps: int = 30, warmup: int = 5, use_torch: boo
     twin_runners, twin_info = _torch_runners(jax_setup, warmup, torch_compile, torch_threads)
     runners.update(twin_runners)
     row.update(twin_info)
-  times = alternated(runners, steps)
+  block = _FRAMEWORK_BLOCK if len(runners) > 1 else 1
+  times = alternated(runners, -(-steps // max(block - 1, 1)), block)
   row['jax_ms'] = _median(times['jax'])
   row['jax_img_s'] = batch / row['jax_ms'] * 1e3
   for name in ('torch_eager', 'torch_compile'):

@@ -93,3 +93,22 @@ def test_the_step_profile_names_the_compiled_steps_ops_and_their_layers():
       'jit(train_step)/transpose(jvp(VAE))/VAE.decode/decoder/ConvTranspose_1/dot_general') == (
           'backward', 'VAE.decode/decoder/ConvTranspose_1/dot_general')
   assert '| ms/step | share |' in step_profile.format_profile('test', profile, top=3)
+
+
+def test_alternated_runs_blocks_and_drops_each_blocks_transition_step():
+  calls = []
+
+  def runner(name):
+    def run():
+      calls.append(name)
+      return float(len(calls))  # each call's position in the whole sequence
+    return run
+
+  times = bench.alternated({'a': runner('a'), 'b': runner('b')}, rounds=3, block=3)
+  # Rounds rotate who goes first: a a a b b b | b b b a a a | a a a b b b.
+  assert ''.join(calls) == 'aaabbbbbbaaaaaabbb'
+  # The first call of each block is not kept.
+  assert times == {'a': [2.0, 3.0, 11.0, 12.0, 14.0, 15.0], 'b': [5.0, 6.0, 8.0, 9.0, 17.0, 18.0]}
+  calls.clear()
+  assert bench.alternated({'a': runner('a'), 'b': runner('b')}, rounds=2) == {
+      'a': [1.0, 4.0], 'b': [2.0, 3.0]}
