@@ -64,9 +64,11 @@ def test_the_twins_memory_run_starts_no_jax():
   assert memory['model_mb'] > 0 and memory['peak_rss_mb'] >= memory['model_mb']
   # Building the twin with its own initialisation needs no JAX computation in this process.
   assert memory.get('jax_backend_initialized') is False
-  row = {'config': 'test', 'jax_model_mb': 2 * memory['model_mb']}
+  row = {'config': 'test', 'jax_model_mb': 2 * memory['model_mb'],
+         'jax_steps_model_mb': 1.5 * memory['model_mb']}
   bench.add_torch_memory(row, 'eager', memory)
   assert row['jax_model_over_torch_eager_model'] == pytest.approx(2.0)
+  assert row['jax_steps_model_over_torch_eager_model'] == pytest.approx(1.5)
 
 
 def test_default_configs_skip_test_and_sweeps():
