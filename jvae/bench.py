@@ -962,7 +962,9 @@ def format_table(rows: list[dict[str, Any]]) -> str:
   lines.append('train.reuse_step_buffers in effect (the JAX processes): ' + ', '.join(reuse))
   lines.append('')
   lines.append('Medians of per-step wall times (each step run to completion) after warm-up; JAX '
-               'and torch steps alternate. JAX ÷ eager/compile: JAX ms/step over torch ms/step '
+               f'and torch steps alternate in blocks of {_FRAMEWORK_BLOCK} steps, the first of '
+               "each untimed (torch's OpenMP threads spin on after its steps)."
+               ' JAX ÷ eager/compile: JAX ms/step over torch ms/step '
                '(> 1: JAX is slower). compile s: lower + compile of the JAX train step. Pipeline '
                'overhead: grain-fed blocks of steps (dispatched as the trainer does) over '
                'device-resident-batch blocks, minus 1. Memory, each framework in a fresh '
