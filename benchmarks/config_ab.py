@@ -4,14 +4,14 @@ Builds each config's train step once per variant in one process, then runs them 
 (`bench.alternated`: one step each per round, rotating which goes first) so that all see the same
 machine load. Prints the median ms/step, the compile time and the step's XLA temporaries
 (`compiled.memory_analysis()`) per variant. A variant is 'base' (the config as it is) or
-overrides joined by '+', each `field=value` with the value read as the field's type. Turns on
-`host_memory.reuse_step_buffers` first, whatever the configs say (every system config has it
-on, and the trainer applies it the same way).
+overrides joined by '+', each `field=value` as `python -m jvae.step_profile --set` reads it.
+Turns on `host_memory.reuse_step_buffers` first, whatever the configs say (every system config
+has it on, and the trainer applies it the same way).
 
   python benchmarks/config_ab.py configs/resnet_vae_fashion_mnist.py [more configs] \
       --variants model.conv_impl=fast_patches,model.conv_impl=fast_low_memory [--rounds 20]
   python benchmarks/config_ab.py configs/restoration_cifar64_stage1.py \
-      --variants base,train.log_weight_norms=true
+      --variants base,train.log_weight_norms=True
 
 Not part of the test suite: a rule change of the 'fast' forms, or of what the step computes, is
 decided in the train step, and this is the measurement.
@@ -26,28 +26,15 @@ from jvae import host_memory
 
 host_memory.reuse_step_buffers()  # before bench imports JAX's backends, as train.py does
 
-from jvae import bench  # noqa: E402
-
-
-def _parse(field: str, text: str, current):
-  if isinstance(current, bool):
-    if text.lower() not in ('true', 'false'):
-      raise ValueError(f'{field}: {text!r} is not a bool; allowed: true, false')
-    return text.lower() == 'true'
-  return type(current)(text)
+from jvae import bench, step_profile  # noqa: E402
 
 
 def configured(spec: str, variant: str):
   config = bench.load_config(spec)
   if variant == 'base':
     return config
-  for override in variant.split('+'):
-    field, _, text = override.partition('=')
-    *parents, name = field.split('.')
-    node = config
-    for parent in parents:
-      node = node[parent]
-    node[name] = _parse(field, text, node[name])
+  for assignment in variant.split('+'):
+    config = step_profile.apply_assignment(config, assignment)
   return config
 
 

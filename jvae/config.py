@@ -129,8 +129,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.weight_decay = 0.0
   c.train.grad_clip_norm = 1e3  # global-norm clipping; 0 disables
   # param_norm and update_norm in the train metrics (grad_norm is always there): two more passes
-  # over every parameter per step, which XLA:CPU does not fuse into the update (3-4% of
-  # restoration_cifar64_stage1's step on a 2-core CPU; BENCHMARKS.md).
+  # over every parameter per step, which XLA:CPU does not fuse into the update (6% of
+  # restoration_cifar64_stage1's step on a 2-core CPU: 66.0 against 62.1 ms; BENCHMARKS.md).
   c.train.log_weight_norms = False
   # The PRNG every random draw of the run uses (a jax.random key implementation; jvae/prng.py
   # has what was measured on CPU: JAX's default is kept). A run resumes only under the one it

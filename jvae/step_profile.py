@@ -134,7 +134,9 @@ def _define_flags() -> None:
   flags.mark_flags_as_required(['configs'])
 
 
-def _apply(config, assignment: str):
+def apply_assignment(config, assignment: str):
+  """A copy of `config` with one `field=value` set: the value read as a Python literal (3,
+  True, (1, 2)), else taken as a bare string such as fast; an unknown field raises ConfigError."""
   from jvae import sweep
   field, _, text = assignment.partition('=')
   try:
@@ -151,7 +153,7 @@ def main(argv) -> None:
   for spec in FLAGS.configs:
     config = bench.load_config(spec)
     for assignment in FLAGS.set:
-      config = _apply(config, assignment)
+      config = apply_assignment(config, assignment)
     profile = profile_setup(bench.setup_jax(config), FLAGS.steps)
     print(format_profile(bench.config_name(spec), profile, FLAGS.top) + '\n', flush=True)
 

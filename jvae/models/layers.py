@@ -858,44 +858,36 @@ def fast_conv_form(kernel_size: int, strides: int, in_features: int, features: i
   return 'patches'
 
 
-def _fast_form(x: Array, kernel: Array, strides: int,
-               pads: tuple[tuple[int, int], tuple[int, int]], native_stride1: bool) -> str:
+def conv_fast(x: Array, kernel: Array, strides: int,
+              pads: tuple[tuple[int, int], tuple[int, int]],
+              native_stride1: bool | None = None) -> Array:
+  """Same result as `conv_native`, by the form `fast_conv_form` picks.
+
+  native_stride1: run the stride-1 convs (k > 1) on grids at least k wide natively; None lets the
+  CPU decide (yes with AVX-512). The rules were fitted on XLA:CPU; on other backends (GPU, TPU)
+  the native op runs.
+  """
   if jax.default_backend() != 'cpu':
-    return 'native'
+    return conv_native(x, kernel, strides, pads)
+  if native_stride1 is None:
+    native_stride1 = cpu_features.host_has_avx512()
   k, _, cin, cout = kernel.shape
   out_size = tuple(conv_output_length(size, k, strides, axis_pads)
                    for size, axis_pads in zip(x.shape[1:3], pads, strict=True))
-  return fast_conv_form(k, strides, cin, cout, out_size, native_stride1)
-
-
-def conv_fast(x: Array, kernel: Array, strides: int,
-              pads: tuple[tuple[int, int], tuple[int, int]]) -> Array:
-  """Same result as `conv_native`, by the form `fast_conv_form` picks for this CPU.
-
-  The rules were fitted on XLA:CPU; on other backends (GPU, TPU) the native op runs.
-  """
-  form = _fast_form(x, kernel, strides, pads, cpu_features.host_has_avx512())
+  form = fast_conv_form(k, strides, cin, cout, out_size, native_stride1)
   return _CONV_FORMS[form](x, kernel, strides, pads)
 
 
-def conv_fast_low_memory(x: Array, kernel: Array, strides: int,
-                         pads: tuple[tuple[int, int], tuple[int, int]]) -> Array:
-  """`conv_fast` with the stride-1 convs (k > 1) on grids at least k wide native on any CPU.
-
-  Those are the ResNet blocks' convs. As 'patches' they hold k*k*Cin values per output point
-  and their gradients in the backward pass: resnet_vae_fashion_mnist's step needs 215 MB of
-  XLA temporaries as 'patches' and 92 MB native. 'fast' already runs them natively on AVX-512
-  CPUs; on an AVX-only one this made the steps 17-19% longer (2.2x on the 64 px speckle config).
-  """
-  return _CONV_FORMS[_fast_form(x, kernel, strides, pads, True)](x, kernel, strides, pads)
-
-
-def conv_fast_patches(x: Array, kernel: Array, strides: int,
-                      pads: tuple[tuple[int, int], tuple[int, int]]) -> Array:
-  """`conv_fast` with every stride-1 conv that is not 'shifted' as 'patches' on any CPU: the rule
-  fitted on CPUs without AVX-512, where it is what 'fast' runs (on an AVX-512 Xeon it was 9%
-  faster than 'fast' on resnet_vae_speckle, for 2.5x the temporaries)."""
-  return _CONV_FORMS[_fast_form(x, kernel, strides, pads, False)](x, kernel, strides, pads)
+# 'fast' with the ResNet blocks' stride-1 convs native on any CPU. As 'patches' they hold
+# k*k*Cin values per output point and their gradients in the backward pass:
+# resnet_vae_fashion_mnist's step needs 215 MB of XLA temporaries as 'patches' and 92 MB native.
+# 'fast' already runs them natively on AVX-512 CPUs; on an AVX-only one this made the steps
+# 17-19% longer (2.2x on the 64 px speckle config).
+conv_fast_low_memory = functools.partial(conv_fast, native_stride1=True)
+# 'fast' with them as 'patches' on any CPU: the rule fitted on CPUs without AVX-512, where it is
+# what 'fast' runs (on an AVX-512 Xeon it was 9% faster than 'fast' on resnet_vae_speckle, for
+# 2.5x the temporaries).
+conv_fast_patches = functools.partial(conv_fast, native_stride1=False)
 
 
 _CONV_FORMS = {
