@@ -21,12 +21,12 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 
 # The keep decision compares 16 random bits with round(keep_prob * 2**16): the keep probability
 # is exact to 2**-17, and one 32-bit draw serves two elements.
-_MASK_BITS = 16
+_MASK_DTYPE = jnp.uint16
 
 
 class Dropout(nn.Module):
-  """Inverted dropout like flax's `nn.Dropout` (same 'dropout' RNG stream, same expectation), at
-  half the PRNG work.
+  """Inverted dropout like flax's `nn.Dropout` (its key from the same 'dropout' RNG stream, the
+  same expectation, other masks), at half the PRNG work.
 
   flax draws a 32-bit uniform per element. On CPU JAX lowers the default PRNG, threefry2x32, to
   a rolled loop that XLA cannot fuse, so every round writes uint32 arrays of the activation's
@@ -45,15 +45,16 @@ class Dropout(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     if self.deterministic or self.rate == 0.0:
       return x
-    if self.rate >= 1.0:
-      return jnp.zeros_like(x)
-    levels = 2 ** _MASK_BITS
+    mask_bits = jnp.iinfo(_MASK_DTYPE).bits
+    levels = 2 ** mask_bits
     threshold = round((1.0 - self.rate) * levels)
+    if threshold <= 0:  # a rate of 1 (or within 2**-17 of it) drops everything
+      return jnp.zeros_like(x)
     if threshold >= levels:  # a rate below 2**-17 keeps everything
       return x
-    per_draw = 32 // _MASK_BITS
+    per_draw = 32 // mask_bits
     draws = jax.random.bits(self.make_rng('dropout'), (-(-x.size // per_draw),), jnp.uint32)
-    bits = jax.lax.bitcast_convert_type(draws, jnp.uint16).reshape(-1)[:x.size]
+    bits = jax.lax.bitcast_convert_type(draws, _MASK_DTYPE).reshape(-1)[:x.size]
     keep = bits.reshape(x.shape) < threshold
     return jnp.where(keep, x * jnp.asarray(levels / threshold, x.dtype), jnp.zeros_like(x))
 
