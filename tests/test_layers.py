@@ -481,14 +481,13 @@ def test_stride1_convs_run_natively_on_avx512_or_by_choice_and_need_less_step_me
       return jnp.sum(conv.apply(params, h) ** 2)
     return params, jax.jit(jax.grad(loss, argnums=(0, 1)))
 
-  def runs_native(impl):
-    params, step = block(impl)
+  def runs_native(params, step):
     return 'conv_general_dilated' in str(jax.make_jaxpr(step)(params, x))
 
   temp, grads = {}, {}
   for impl in ('fast_patches', 'fast_low_memory'):
     params, step = block(impl)
-    assert runs_native(impl) == (impl == 'fast_low_memory'), impl
+    assert runs_native(params, step) == (impl == 'fast_low_memory'), impl
     temp[impl] = step.lower(params, x).compile().memory_analysis().temp_size_in_bytes
     grads[impl] = step(params, x)
   assert temp['fast_low_memory'] < 0.75 * temp['fast_patches'], temp
@@ -497,7 +496,7 @@ def test_stride1_convs_run_natively_on_avx512_or_by_choice_and_need_less_step_me
     _assert_close(a, b)
   for avx512 in (False, True):
     with mock.patch.object(cpu_features, 'host_has_avx512', return_value=avx512):
-      assert runs_native('fast') == avx512, avx512
+      assert runs_native(*block('fast')) == avx512, avx512
   tiny = jnp.zeros((2, 2, 2, 32))
   kernel = jnp.zeros((3, 3, 32, 32))
   pads = ((1, 1), (1, 1))
