@@ -823,7 +823,7 @@ _CONV_TRANSPOSE_FORMS = {
 #   - an AVX-512 AMD EPYC (Zen 5): resnet_vae_fashion_mnist 90.0 against 84.4, resnet_vae_mnist
 #     86.8 against 80.5, resnet_vae_speckle 363.9 against 337.1: native 6-8% faster.
 #   Native also needs less than half the temporaries (215 -> 92 MB on the Fashion-MNIST config,
-#   849 -> 337 MB on speckle) and compiles 1.5-3 s faster, so AVX-512 CPUs run it.
+#   849 -> 337 MB on speckle) and compiles 1.1-3 s faster, so AVX-512 CPUs run it.
 # model.conv_impl='fast_low_memory' and 'fast_patches' fix the stride-1 choice whatever the CPU;
 # 'native' keeps lax's convolution everywhere.
 
