@@ -17,6 +17,7 @@ def get_config():
   config.data.source = 'folder:/path/to/images'  # a placeholder: override it on the command line
   config.data.image_size = 64
   config.data.channels = 3
+  config.data.prefetch_threads = 2  # files are decoded on every read
   config.model.kind = 'ae'
   config.model.latent_dim = 256
   config.model.encoder_features = (32, 64, 128)

@@ -19,12 +19,13 @@ What is measured, per config, in this order:
 - compile s: wall time of `train_step.lower(state, batch, key).compile()` of the jitted, donating
   train step (`jvae.trainer.create_experiment`), tracing included, persistent compilation cache
   off; the steps below run that compiled executable.
-- pipeline overhead %: blocks of `min(5, steps)` steps fed from grain's `train_iterator`
-  (`next()` of the trainer's device-prefetching iterator + step) alternate with equal blocks fed
-  one device-resident batch. Steps within a block are dispatched as the trainer's loop does, so
-  the next batches are read and copied to the device while a step computes; each block is timed
-  to the end of its last step. The overhead is the median pipeline-fed block over the median
-  resident block, minus 1.
+- pipeline overhead %: `--pipeline_steps` steps (default 100) in blocks of 5 fed from grain's
+  `train_iterator` (`next()` of the trainer's device-prefetching iterator + step), paired with
+  equal blocks fed one device-resident batch, the pairs alternating which block runs first.
+  Steps within a block are dispatched as the trainer's loop does, so the next batches are read
+  and copied to the device while a step computes; each block is timed to the end of its last
+  step. The overhead is the median pipeline-fed block over the median resident block, minus 1;
+  in brackets the quartiles of the pairs' own overheads.
 - JAX ms/step, img/s: median over `--steps` device-resident steps (after `--warmup`), timed to
   completion. With torch, these steps alternate with the torch twin's eager and `torch.compile`
   steps, in blocks of 6 consecutive steps of each whose first is run untimed (torch's OpenMP
@@ -99,6 +100,8 @@ def define_flags() -> None:
                     'except test.py and sweeps.')
   flags.DEFINE_integer('steps', 30, 'Timed steps per variant (after warm-up).', lower_bound=1)
   flags.DEFINE_integer('warmup', 5, 'Untimed steps per variant before timing.', lower_bound=0)
+  flags.DEFINE_integer('pipeline_steps', 100, 'Steps of each kind (pipeline-fed, resident) in '
+                       'the input-pipeline overhead measurement; 0: --steps.', lower_bound=0)
   flags.DEFINE_boolean('torch', None, 'Run the PyTorch twin (default: when torch is importable).')
   flags.DEFINE_boolean('torch_compile', True, 'Also time the twin under torch.compile.')
   flags.DEFINE_integer('torch_threads', 0, 'torch.set_num_threads for the twin; 0 keeps '
@@ -455,21 +458,37 @@ def _median(values: list[float]) -> float:
   return float(statistics.median(values)) if values else float('nan')
 
 
-def _pipeline_overhead(jax_setup: JaxSetup, steps: int) -> tuple[float, float]:
-  """(median pipeline-fed ms/step, median resident ms/step) over alternating blocks of steps.
+def _pipeline_overhead(jax_setup: JaxSetup, steps: int) -> dict[str, float]:
+  """Pipeline-fed against device-resident steps, in pairs of blocks of `_PIPELINE_BLOCK` steps.
 
-  Each block runs like the trainer's loop (`JaxSetup.block`): a pipeline-fed block, then a
-  resident-batch block of the same length, repeated until `steps` steps of each have run.
+  Each block runs like the trainer's loop (`JaxSetup.block`); the pairs alternate which block
+  goes first, until `steps` steps of each have run. Returns the median ms/step of each kind,
+  the overhead (median pipeline-fed block over median resident block, minus 1, in %) and the
+  quartiles of the pairs' own overheads, which show how far one run's figure can be trusted.
   """
-  block = max(1, min(5, steps))
-  piped, resident = [], []
+  block = max(1, min(_PIPELINE_BLOCK, steps))
+  piped, resident, pairs = [], [], []
   done = 0
   while done < steps:
     n = min(block, steps - done)
-    piped.append(jax_setup.block(n, pipeline=True))
-    resident.append(jax_setup.block(n, pipeline=False))
+    if len(pairs) % 2:
+      resident.append(jax_setup.block(n, pipeline=False))
+      piped.append(jax_setup.block(n, pipeline=True))
+    else:
+      piped.append(jax_setup.block(n, pipeline=True))
+      resident.append(jax_setup.block(n, pipeline=False))
+    pairs.append((piped[-1] / resident[-1] - 1.0) * 100.0)
     done += n
-  return _median(piped), _median(resident)
+  q1, _, q3 = statistics.quantiles(pairs, n=4) if len(pairs) > 1 else (pairs[0],) * 3
+  return {'pipeline_ms': _median(piped), 'pipeline_resident_ms': _median(resident),
+          'pipeline_overhead_pct': (_median(piped) / _median(resident) - 1.0) * 100.0,
+          'pipeline_overhead_q1_pct': q1, 'pipeline_overhead_q3_pct': q3}
+
+
+# Steps per block of `_pipeline_overhead`: enough that a block spans the prefetch thread's
+# hand-offs, few enough for many pairs. One run's 30-step figure (6 pairs) moved by ~10 points
+# between runs (BENCHMARKS.md, tenth session), as much as the 5% it is judged against.
+_PIPELINE_BLOCK = 5
 
 
 def _torch_notes(config) -> list[str]:
@@ -502,8 +521,8 @@ def _twin_inputs(jax_setup: JaxSetup):
 
 def benchmark_config(spec: str, steps: int = 30, warmup: int = 5, use_torch: bool = False,
                      torch_compile: bool = True, conv_impl: str | None = None,
-                     conv_transpose_impl: str | None = None, torch_threads: int = 0
-                     ) -> dict[str, Any]:
+                     conv_transpose_impl: str | None = None, torch_threads: int = 0,
+                     pipeline_steps: int | None = None) -> dict[str, Any]:
   """Times one config in this process; returns the table row as a dict (see module doc)."""
   import jax
 
@@ -513,7 +532,7 @@ def benchmark_config(spec: str, steps: int = 30, warmup: int = 5, use_torch: boo
   for _ in range(warmup):
     jax_setup.resident_step()
     jax_setup.pipeline_step()
-  pipeline_ms, resident_ms = _pipeline_overhead(jax_setup, steps)
+  pipeline = _pipeline_overhead(jax_setup, pipeline_steps or steps)
   batch = config.train.batch_size
   row: dict[str, Any] = {
       'config': config_name(spec), 'batch': batch,
@@ -522,8 +541,7 @@ def benchmark_config(spec: str, steps: int = 30, warmup: int = 5, use_torch: boo
       'conv_impl': config.model.conv_impl,
       'conv_transpose_impl': config.model.conv_transpose_impl,
       'compile_s': jax_setup.compile_seconds,
-      'pipeline_ms': pipeline_ms, 'pipeline_resident_ms': resident_ms,
-      'pipeline_overhead_pct': (pipeline_ms / resident_ms - 1.0) * 100.0,
+      **pipeline, 'pipeline_steps': pipeline_steps or steps,
       'steps': steps, 'warmup': warmup, 'jax_version': jax.__version__,
       'notes': [jax_setup.synthetic_data] if jax_setup.synthetic_data else [],
   }
@@ -909,6 +927,15 @@ def check_config(spec: str, steps: int = 3, conv_impl: str | None = None,
 # ------------------------------------------------------------------------------------ output
 
 
+def _pipeline_cell(row: dict[str, Any]) -> str:
+  """The overhead with the quartiles of its block pairs, e.g. '4.2 (1.0..9.8)'."""
+  cell = _fmt(row['pipeline_overhead_pct'])
+  if 'pipeline_overhead_q1_pct' in row:
+    cell += (f' ({_fmt(row["pipeline_overhead_q1_pct"])}..'
+             f'{_fmt(row["pipeline_overhead_q3_pct"])})')
+  return cell
+
+
 def _fmt(value, digits: int = 1) -> str:
   if value is None or (isinstance(value, float) and math.isnan(value)):
     return '–'
@@ -935,7 +962,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     shape = 'x'.join(str(d) for d in row['image_shape'])
     lines.append('| ' + ' | '.join([
         row['config'], _fmt(row['batch']), shape, _fmt(row['params']), _fmt(row['jax_ms']),
-        _fmt(row['jax_img_s'], 0), _fmt(row['compile_s']), _fmt(row['pipeline_overhead_pct']),
+        _fmt(row['jax_img_s'], 0), _fmt(row['compile_s']), _pipeline_cell(row),
         _fmt(row.get('torch_eager_ms')), _fmt(row.get('torch_compile_ms')),
         _fmt(row.get('jax_over_torch_eager'), 2), _fmt(row.get('jax_over_torch_compile'), 2),
         _fmt(row['jax_peak_rss_mb'], 0), _fmt(row.get('jax_model_mb'), 0),
@@ -967,7 +994,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
                ' JAX ÷ eager/compile: JAX ms/step over torch ms/step '
                '(> 1: JAX is slower). compile s: lower + compile of the JAX train step. Pipeline '
                'overhead: grain-fed blocks of steps (dispatched as the trainer does) over '
-               'device-resident-batch blocks, minus 1. Memory, each framework in a fresh '
+               'device-resident-batch blocks, minus 1 (in brackets: the quartiles of the '
+               'block pairs\' own overheads). Memory, each framework in a fresh '
                'process of its own (torch: one per form): JAX peak RSS is the whole process\'s '
                'peak (VmHWM) after warm-up and the timed steps; model MB is that peak minus the '
                'RSS once the framework, the model code and the input batch (JAX: and the data) '
@@ -1058,13 +1086,15 @@ def _single(spec: str) -> dict[str, Any]:
   if FLAGS.check:
     return check_config(spec, FLAGS.check_steps, FLAGS.conv_impl, FLAGS.conv_transpose_impl)
   row = benchmark_config(spec, FLAGS.steps, FLAGS.warmup, use_torch, FLAGS.torch_compile,
-                         FLAGS.conv_impl, FLAGS.conv_transpose_impl, FLAGS.torch_threads)
+                         FLAGS.conv_impl, FLAGS.conv_transpose_impl, FLAGS.torch_threads,
+                         FLAGS.pipeline_steps)
   row['reuse_step_buffers'] = reused
   return row
 
 
 def _run_subprocess(spec: str, extra_args: tuple[str, ...] = ()) -> dict[str, Any]:
   args = [sys.executable, '-m', 'jvae.bench', f'--single={spec}', f'--steps={FLAGS.steps}',
+          f'--pipeline_steps={FLAGS.pipeline_steps}',
           f'--warmup={FLAGS.warmup}', f'--check_steps={FLAGS.check_steps}',
           f'--torch_threads={FLAGS.torch_threads}',
           '--torch_compile' if FLAGS.torch_compile else '--notorch_compile',

@@ -43,7 +43,11 @@ def base_config() -> ml_collections.ConfigDict:
   # anomaly detector without the digit 3 (configs/mnist_one_class_ae.py).
   c.data.exclude_labels = ()
   c.data.num_workers = 0  # grain worker processes; 0 reads in the main process
-  c.data.prefetch_threads = 2
+  # Threads reading batches ahead of the device-prefetch thread (0: that thread reads them).
+  # Worth it only where a read is slow (a folder's files decoded on every read): each thread's
+  # hand-off costs grain ~60-100 us of CPU per batch, taken from the train step on 2 cores
+  # (configs/default.py's batch is read in 8 us; BENCHMARKS.md, twelfth session).
+  c.data.prefetch_threads = 0
   # Training batches put on the devices ahead of the step by a background thread (0: on the
   # training thread, between steps). With train.reuse_step_buffers the step runs on the
   # training thread, so this is what keeps the host-to-device copy off the step's path.

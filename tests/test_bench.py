@@ -20,18 +20,25 @@ from jvae import bench, step_profile
 def test_benchmark_row_has_positive_fields():
   torch_loaded = 'torch' in sys.modules
   row = bench.benchmark_config(str(REPO / 'configs' / 'test.py'), steps=3, warmup=1,
-                               use_torch=False)
+                               use_torch=False, pipeline_steps=10)
   assert row['config'] == 'test'
+  assert row['pipeline_steps'] == 10
   assert row['batch'] == 16
   assert row['image_shape'] == [8, 8, 1]
   for field in ('params', 'jax_ms', 'jax_img_s', 'compile_s', 'pipeline_ms',
                 'pipeline_resident_ms', 'jax_peak_rss_mb'):
     assert math.isfinite(row[field]) and row[field] > 0, (field, row[field])
   assert math.isfinite(row['pipeline_overhead_pct'])
+  # Two pairs of 5-step blocks: their overheads' quartiles bracket something.
+  assert row['pipeline_overhead_q1_pct'] <= row['pipeline_overhead_q3_pct']
   assert 'torch_eager_ms' not in row
   assert 'torch_eager_model_mb' not in row
   table = bench.format_table([row])
   assert table.splitlines()[2].startswith('| test | 16 | 8x8x1 |')
+  header, _, line = table.splitlines()[:3]
+  cell = dict(zip(header.split(' | '), line.split(' | ')))['pipeline overhead %']
+  assert cell == (f'{row["pipeline_overhead_pct"]:.1f} ({row["pipeline_overhead_q1_pct"]:.1f}..'
+                  f'{row["pipeline_overhead_q3_pct"]:.1f})'), cell
   # The JAX-only bench never imports torch (unless something else in this process already has).
   assert torch_loaded or 'torch' not in sys.modules
 

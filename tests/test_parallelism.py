@@ -72,6 +72,23 @@ def eight_device_checks() -> None:
   assert jax.device_count() == 8, jax.devices()
   one, eight = jax.devices()[:1], jax.devices()
 
+  # A host batch lands row-sharded over the 8 devices, as a copy of the host arrays.
+  mesh = parallel.make_mesh(eight)
+  host = {'image': np.arange(32 * 4, dtype=np.uint8).reshape(32, 2, 2, 1),
+          'label': np.arange(32, dtype=np.int32)}
+  placed = parallel.global_batch(host, mesh)
+  for name, array in placed.items():
+    assert array.sharding == parallel.data_sharded(mesh), array.sharding
+    assert {shard.device for shard in array.addressable_shards} == set(eight)
+    for shard in array.addressable_shards:
+      np.testing.assert_array_equal(shard.data, host[name][shard.index])
+  host['label'][:] = -1
+  np.testing.assert_array_equal(np.asarray(placed['label']), np.arange(32))
+  # Arrays already committed to one device are resharded too.
+  moved = parallel.global_batch({'label': jax.device_put(np.arange(32), eight[3])}, mesh)
+  assert moved['label'].sharding == parallel.data_sharded(mesh)
+  np.testing.assert_array_equal(np.asarray(moved['label']), np.arange(32))
+
   # Without BatchNorm, shard_map on 8 devices (with and without accumulation), and jit with
   # accumulation, are the plain jit step on one device.
   config = deterministic_config()

@@ -16,8 +16,10 @@ def _digits(split='train'):
   return sources.open_source(config.data, split, seed=0), config.data
 
 
-def test_a_restored_iterator_continues_with_the_same_batches():
+@pytest.mark.parametrize('prefetch_threads', [0, 2])
+def test_a_restored_iterator_continues_with_the_same_batches(prefetch_threads):
   source, data_config = _digits()
+  data_config.prefetch_threads = prefetch_threads
   iterator = pipeline.train_iterator(source, data_config, 16, seed=3)
   for _ in range(5):
     next(iterator)
@@ -29,8 +31,10 @@ def test_a_restored_iterator_continues_with_the_same_batches():
     np.testing.assert_array_equal(next(fresh)['image'], batch)
 
 
-def test_device_prefetch_yields_the_same_global_batches_and_a_resumable_state():
+@pytest.mark.parametrize('prefetch_threads', [0, 2])
+def test_device_prefetch_yields_the_same_global_batches_and_a_resumable_state(prefetch_threads):
   source, data_config = _digits()
+  data_config.prefetch_threads = prefetch_threads
   mesh = parallel.make_mesh()
   to_device = functools.partial(parallel.global_batch, mesh=mesh)
   plain = pipeline.train_iterator(source, data_config, 16, seed=3)

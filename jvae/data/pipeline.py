@@ -34,7 +34,8 @@ def local_batch_size(global_batch_size: int, process_count: int) -> int:
 
 def _read_options(data_config: ml_collections.ConfigDict) -> grain.ReadOptions:
   threads = int(data_config.prefetch_threads)
-  return grain.ReadOptions(num_threads=max(threads, 1), prefetch_buffer_size=max(threads, 1) * 4)
+  # num_threads=0 reads each batch when it is asked for, in the thread that asks.
+  return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=threads * 4)
 
 
 class _ShuffledOrder:
