@@ -29,7 +29,7 @@ def data_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _batch_transfer(mesh: Mesh):
   """A jitted identity whose argument and result are sharded over 'data'.
 
