@@ -39,4 +39,8 @@ def get_config():
   config.train.num_train_steps = 400
   config.train.eval_every_steps = 200
   config.train.checkpoint_every_steps = 200
+  # Patch matmuls keep their inputs, not their patch buffers, for the backward pass: less step
+  # memory for slightly longer steps (BENCHMARKS.md, twelfth session).
+  config.model.conv_impl = 'fast_low_memory'
+  config.model.conv_transpose_impl = 'fast_low_memory'
   return config

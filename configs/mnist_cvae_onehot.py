@@ -29,4 +29,8 @@ def get_config():
   # One epoch is 469 steps.
   config.train.eval_every_steps = 938
   config.train.checkpoint_every_steps = 469
+  # Patch matmuls keep their inputs, not their patch buffers, for the backward pass: less step
+  # memory for slightly longer steps (BENCHMARKS.md, twelfth session).
+  config.model.conv_impl = 'fast_low_memory'
+  config.model.conv_transpose_impl = 'fast_low_memory'
   return config

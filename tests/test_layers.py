@@ -323,6 +323,51 @@ def test_extract_patches_custom_vjp_is_exact_transpose(pads, strides, window):
 @pytest.mark.parametrize('window', [3, (1, 2)])
 @pytest.mark.parametrize('pads', [((1, 1), (1, 1)), ((0, 2), (2, 0)), ((-1, 2), (1, -2))])
 @pytest.mark.parametrize('strides', [1, 2])
+def test_lean_patch_matmul_equals_patches_then_matmul_with_its_gradients(pads, strides, window):
+  x = _normal(42, (2, 7, 8, 3))
+  taps = np.prod(layers._as_window(window))
+  weights = _normal(43, (taps * 3, 5))
+
+  def run(x, weights, g):
+    outputs = []
+    for lean in (True, False):
+      y, vjp = jax.vjp(lambda x, w, lean=lean: layers.patch_matmul(x, window, strides, pads, w,
+                                                                    lean=lean), x, weights)
+      outputs.append((y,) + vjp(g))
+    return outputs
+
+  out_shape = jax.eval_shape(
+      lambda: layers.patch_matmul(x, window, strides, pads, weights, lean=False)).shape
+  (y, dx, dw), (y_ref, dx_ref, dw_ref) = _run_jitted(run, x, weights, _normal(44, out_shape))
+  _assert_close(y, y_ref)
+  _assert_close(dx, dx_ref)
+  _assert_close(dw, dw_ref)
+
+
+def test_lean_patch_matmul_keeps_no_patch_buffer_for_the_backward_pass():
+  # A stack of 3x3 stride-1 patch convs of 32 channels at 16x16: each layer more keeps one more
+  # [B, 16, 16, 288] patch buffer for the backward pass unless lean, which keeps its input.
+  pads = ((1, 1), (1, 1))
+  x = _normal(45, (8, 16, 16, 32))
+  patch_buffer = 8 * 16 * 16 * 288 * 4
+
+  def temp(depth, lean):
+    def loss(kernels, x):
+      h = x
+      for kernel in kernels:
+        h = jax.nn.relu(layers.patch_matmul(h, 3, 1, pads, kernel, lean=lean))
+      return jnp.sum(h ** 2)
+    kernels = [_normal(46 + i, (288, 32)) for i in range(depth)]
+    return jax.jit(jax.grad(loss)).lower(kernels, x).compile().memory_analysis().temp_size_in_bytes
+
+  kept = {lean: temp(4, lean) - temp(2, lean) for lean in (False, True)}
+  assert kept[False] > 1.8 * patch_buffer, kept
+  assert kept[True] < 0.5 * patch_buffer, kept
+
+
+@pytest.mark.parametrize('window', [3, (1, 2)])
+@pytest.mark.parametrize('pads', [((1, 1), (1, 1)), ((0, 2), (2, 0)), ((-1, 2), (1, -2))])
+@pytest.mark.parametrize('strides', [1, 2])
 def test_tap_sums_custom_vjps_are_exact_transposes(pads, strides, window):
   win = (window, window) if isinstance(window, int) else window
   taps = win[0] * win[1]

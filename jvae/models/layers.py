@@ -65,7 +65,7 @@ Dtype = Any
 Initializer = Callable[..., Array]
 
 IMPLS = ('native', 'fast', 'fast_low_memory', 'fast_patches', 'patches', 'shifted')
-CONV_TRANSPOSE_IMPLS = ('native', 'fast', 'fused', 'phases', 'shared', 'scatter')
+CONV_TRANSPOSE_IMPLS = ('native', 'fast', 'fast_low_memory', 'fused', 'phases', 'shared', 'scatter')
 _DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
 
 
@@ -165,8 +165,9 @@ def conv_output_length(in_size: int, window: int, strides: int, pads: tuple[int,
   return (in_size + pads[0] + pads[1] - window) // strides + 1
 
 
-def _extract_patches_impl(x: Array, window: int | Window, strides: int,
-                          pads: tuple[tuple[int, int], tuple[int, int]]) -> Array:
+def _patch_slices(x: Array, window: int | Window, strides: int,
+                  pads: tuple[tuple[int, int], tuple[int, int]]) -> list[Array]:
+  """Per window offset (i, j), row-major: the [B, Ho, Wo, C] inputs that offset reads."""
   (lo_h, hi_h), (lo_w, hi_w) = pads
   win_h, win_w = _as_window(window)
   b, h, w, c = x.shape
@@ -174,12 +175,17 @@ def _extract_patches_impl(x: Array, window: int | Window, strides: int,
   xp = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (lo_h, hi_h, 0), (lo_w, hi_w, 0), (0, 0, 0)))
   ho = conv_output_length(h, win_h, strides, pads[0])
   wo = conv_output_length(w, win_w, strides, pads[1])
-  slices = [
+  return [
       lax.slice(xp, (0, i, j, 0),
                 (b, i + strides * (ho - 1) + 1, j + strides * (wo - 1) + 1, c),
                 (1, strides, strides, 1))
       for i in range(win_h) for j in range(win_w)
   ]
+
+
+def _extract_patches_impl(x: Array, window: int | Window, strides: int,
+                          pads: tuple[tuple[int, int], tuple[int, int]]) -> Array:
+  slices = _patch_slices(x, window, strides, pads)
   return slices[0] if len(slices) == 1 else jnp.concatenate(slices, axis=-1)
 
 
@@ -255,16 +261,22 @@ def extract_patches(x: Array, window: int | Window, strides: int,
     index (i*k_w + j)*C + c for patch offset (i, j), so that a dot with a kernel [k_h, k_w, C, F]
     reshaped to [k_h*k_w*C, F] is the convolution.
   """
+  return _extract_patches(x, *_patch_args(x.shape, window, strides, pads))
+
+
+def _patch_args(shape: tuple[int, ...], window: int | Window, strides: int,
+                pads) -> tuple[Window, int, tuple[tuple[int, int], tuple[int, int]]]:
+  """(window, strides, pads) normalised for `_extract_patches`, after checking they fit."""
   pads = tuple((int(lo), int(hi)) for lo, hi in pads)
   win = _as_window(window)
-  if x.ndim != 4:
-    raise ValueError(f'extract_patches expects [B, H, W, C], got shape {x.shape}')
+  if len(shape) != 4:
+    raise ValueError(f'extract_patches expects [B, H, W, C], got shape {shape}')
   if min(win) < 1:
     raise ValueError(f'extract_patches needs a window >= 1, got {window}')
-  if (conv_output_length(x.shape[1], win[0], strides, pads[0]) < 1
-      or conv_output_length(x.shape[2], win[1], strides, pads[1]) < 1):
-    raise ValueError(f'window {window} does not fit input {x.shape[1:3]} padded by {pads}')
-  return _extract_patches(x, win, int(strides), pads)
+  if (conv_output_length(shape[1], win[0], strides, pads[0]) < 1
+      or conv_output_length(shape[2], win[1], strides, pads[1]) < 1):
+    raise ValueError(f'window {window} does not fit input {tuple(shape[1:3])} padded by {pads}')
+  return win, int(strides), pads
 
 
 # Tap-major forms: one matmul gives every kernel tap's partial result, [T, C, B, H, W] with
@@ -472,6 +484,50 @@ def matmul_rows(a: Array, b: Array) -> Array:
   return jnp.dot(a.reshape(-1, a.shape[-1]), b).reshape(*a.shape[:-1], b.shape[-1])
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _lean_patch_matmul(x: Array, window: Window, strides: int,
+                       pads: tuple[tuple[int, int], tuple[int, int]], weights: Array) -> Array:
+  return matmul_rows(_extract_patches_impl(x, window, strides, pads), weights)
+
+
+def _lean_patch_matmul_fwd(x, window, strides, pads, weights):
+  return _lean_patch_matmul(x, window, strides, pads, weights), (x, weights)
+
+
+def _lean_patch_matmul_bwd(window, strides, pads, residuals, g):
+  x, weights = residuals
+  # A use of g in x's slices keeps XLA from computing them with the forward pass's own (common
+  # subexpressions) and holding them until here, which would keep a patch buffer after all.
+  x = x + jnp.zeros((), x.dtype) * g.reshape(-1)[0]
+  (dx,) = _extract_patches_bwd(window, strides, pads, jnp.zeros(x.shape[1:3] + (0,), x.dtype),
+                               matmul_rows(g, weights.T))
+  rows = g.reshape(-1, g.shape[-1])
+  # One [C, F] block of the weight gradient per window offset, from that offset's input slice,
+  # so that no [B, Ho, Wo, k*k*C] patch buffer is kept from the forward pass or rebuilt.
+  blocks = [lax.dot_general(tap.reshape(-1, tap.shape[-1]), rows, (((0,), (0,)), ((), ())))
+            for tap in _patch_slices(x, window, strides, pads)]
+  return dx, jnp.concatenate(blocks, axis=0).astype(weights.dtype)
+
+
+_lean_patch_matmul.defvjp(_lean_patch_matmul_fwd, _lean_patch_matmul_bwd)
+
+
+def patch_matmul(x: Array, window: int | Window, strides: int,
+                 pads: tuple[tuple[int, int], tuple[int, int]], weights: Array,
+                 lean: bool = False) -> Array:
+  """`extract_patches(x, window, strides, pads)` @ weights [k_h*k_w*C, F] -> [B, Ho, Wo, F].
+
+  lean: keep x instead of the patch buffer for the backward pass, whose weight gradient is then
+  one matmul per window offset over that offset's input slice. The 'fast_low_memory' impls use
+  it: XLA temporaries of configs/lfw_improved_ae.py's step 176.5 -> 132.7 MB, mnist_dvae 93.3 ->
+  77.2, default 15.9 -> 13.3, for steps 0-8% longer (BENCHMARKS.md, twelfth session).
+  """
+  if not lean:
+    return matmul_rows(extract_patches(x, window, strides, pads), weights)
+  window, strides, pads = _patch_args(x.shape, window, strides, pads)
+  return _lean_patch_matmul(x, window, strides, pads, weights)
+
+
 def conv_native(x: Array, kernel: Array, strides: int,
                 pads: tuple[tuple[int, int], tuple[int, int]]) -> Array:
   """Cross-correlation of x [B, H, W, Cin] with kernel [k, k, Cin, Cout] via lax."""
@@ -480,11 +536,10 @@ def conv_native(x: Array, kernel: Array, strides: int,
 
 
 def conv_patches(x: Array, kernel: Array, strides: int,
-                 pads: tuple[tuple[int, int], tuple[int, int]]) -> Array:
-  """Same result as `conv_native`, as patch extraction and one matmul."""
+                 pads: tuple[tuple[int, int], tuple[int, int]], lean: bool = False) -> Array:
+  """Same result as `conv_native`, as patch extraction and one matmul (lean: `patch_matmul`)."""
   k, _, cin, cout = kernel.shape
-  patches = extract_patches(x, k, strides, pads)
-  return matmul_rows(patches, kernel.reshape(k * k * cin, cout))
+  return patch_matmul(x, k, strides, pads, kernel.reshape(k * k * cin, cout), lean)
 
 
 def _tap_outputs(x: Array, kernel: Array) -> Array:
@@ -540,7 +595,7 @@ def conv_transpose_native(x: Array, kernel: Array, strides: int, crop_lo: tuple[
 
 
 def conv_transpose_fused(x: Array, kernel: Array, strides: int, crop_lo: tuple[int, int],
-                        out_size: tuple[int, int]) -> Array:
+                        out_size: tuple[int, int], lean: bool = False) -> Array:
   """Same result as `conv_transpose_native`, as s*s phases computed by one stride-1 conv.
 
   Arguments and result shapes are those of `conv_transpose_native`. The stride-1 phase
@@ -562,8 +617,7 @@ def conv_transpose_fused(x: Array, kernel: Array, strides: int, crop_lo: tuple[i
   rows = [-(-out // s) for out in out_size]
   pads = tuple((d_max, m + taps - 1 - size - d_max)
                for m, size in zip(rows, x.shape[1:3], strict=True))
-  patches = extract_patches(x, taps, 1, pads)
-  z = matmul_rows(patches, phase_kernel.reshape(-1, s * s * cout))
+  z = patch_matmul(x, taps, 1, pads, phase_kernel.reshape(-1, s * s * cout), lean)
   # Depth-to-space: channel (r_h*s + r_w)*Cout + c holds output (s*m_h + r_h, s*m_w + r_w, c).
   z = z.reshape(b, rows[0], rows[1], s, s, cout).transpose(0, 1, 3, 2, 4, 5)
   z = z.reshape(b, rows[0] * s, rows[1] * s, cout)
@@ -595,7 +649,7 @@ def _interleave_phases(phases: list[list[Array]], out_size: tuple[int, int]) -> 
 
 
 def conv_transpose_phases(x: Array, kernel: Array, strides: int, crop_lo: tuple[int, int],
-                          out_size: tuple[int, int]) -> Array:
+                          out_size: tuple[int, int], lean: bool = False) -> Array:
   """Same result as `conv_transpose_native`, as s*s phases with their own patches and matmul."""
   k, _, cin, cout = kernel.shape
   s = strides
@@ -610,13 +664,12 @@ def conv_transpose_phases(x: Array, kernel: Array, strides: int, crop_lo: tuple[
         row.append(jnp.zeros((b, rows[0], rows[1], cout), x.dtype))
         continue
       pads = ((d_h, rows[0] + n_h - 1 - h - d_h), (d_w, rows[1] + n_w - 1 - w - d_w))
-      patches = extract_patches(x, (n_h, n_w), 1, pads)
       # Window offset j uses kernel row t_h - s*j: a strided slice, reversed. Slices (not a
       # gather) keep the kernel gradient a cheap pad instead of a scatter.
       t_h = r_h + crop_lo[0] + s * d_h
       t_w = r_w + crop_lo[1] + s * d_w
       sub = kernel[t_h - s * (n_h - 1):t_h + 1:s, t_w - s * (n_w - 1):t_w + 1:s][::-1, ::-1]
-      row.append(matmul_rows(patches, sub.reshape(n_h * n_w * cin, cout)))
+      row.append(patch_matmul(x, (n_h, n_w), 1, pads, sub.reshape(n_h * n_w * cin, cout), lean))
     phases.append(row)
   return _interleave_phases(phases, out_size)
 
@@ -658,7 +711,7 @@ def _shared_kernel_indices(kernel_size: int, strides: int, delta: int, window: i
 
 
 def conv_transpose_shared(x: Array, kernel: Array, strides: int, crop_lo: tuple[int, int],
-                          out_size: tuple[int, int]) -> Array:
+                          out_size: tuple[int, int], lean: bool = False) -> Array:
   """Same result as `conv_transpose_native`: one patch buffer and one matmul for all phases.
 
   The 'fused' layout on a grid shifted per axis (`_shared_plan`) so that the window covers only
@@ -677,7 +730,7 @@ def conv_transpose_shared(x: Array, kernel: Array, strides: int, crop_lo: tuple[
   shared_kernel = gathered.transpose(1, 3, 4, 0, 2, 5).reshape(win_h * win_w * cin, s * s * cout)
   pads = tuple((-(q0 + e0), grid + window - 1 - size + q0 + e0)
                for size, (_, window, e0, q0, grid) in zip(x.shape[1:3], plans, strict=True))
-  z = matmul_rows(extract_patches(x, (win_h, win_w), 1, pads), shared_kernel)
+  z = patch_matmul(x, (win_h, win_w), 1, pads, shared_kernel, lean)
   grid_h, grid_w = plans[0][4], plans[1][4]
   z = z.reshape(b, grid_h, grid_w, s, s, cout).transpose(0, 1, 3, 2, 4, 5)
   z = z.reshape(b, grid_h * s, grid_w * s, cout)
@@ -778,20 +831,28 @@ def conv_transpose_scatter(x: Array, kernel: Array, strides: int, crop_lo: tuple
 
 
 def conv_transpose_fast(x: Array, kernel: Array, strides: int, crop_lo: tuple[int, int],
-                        out_size: tuple[int, int]) -> Array:
+                        out_size: tuple[int, int], lean: bool = False) -> Array:
   """Same result as `conv_transpose_native`, by the form `fast_conv_transpose_form` picks.
 
-  The rules were fitted on XLA:CPU; on other backends (GPU, TPU) the native op runs.
+  lean: the patch forms keep only their input for the backward pass (`patch_matmul`). The rules
+  were fitted on XLA:CPU; on other backends (GPU, TPU) the native op runs.
   """
   k, _, cin, cout = kernel.shape
   form = (fast_conv_transpose_form(k, strides, crop_lo, out_size, cout, cin, x.shape[1:3])
           if jax.default_backend() == 'cpu' else 'native')
+  if form in _PATCH_TRANSPOSE_FORMS:
+    return _CONV_TRANSPOSE_FORMS[form](x, kernel, strides, crop_lo, out_size, lean=lean)
   return _CONV_TRANSPOSE_FORMS[form](x, kernel, strides, crop_lo, out_size)
+
+
+_PATCH_TRANSPOSE_FORMS = ('fused', 'phases', 'shared')
 
 
 _CONV_TRANSPOSE_FORMS = {
     'native': conv_transpose_native,
     'fast': conv_transpose_fast,
+    # 'fast' with the patch forms' backward keeping their input, not their patch buffers.
+    'fast_low_memory': functools.partial(conv_transpose_fast, lean=True),
     'fused': conv_transpose_fused,
     'phases': conv_transpose_phases,
     'shared': conv_transpose_shared,
@@ -860,12 +921,13 @@ def fast_conv_form(kernel_size: int, strides: int, in_features: int, features: i
 
 def conv_fast(x: Array, kernel: Array, strides: int,
               pads: tuple[tuple[int, int], tuple[int, int]],
-              native_stride1: bool | None = None) -> Array:
+              native_stride1: bool | None = None, lean: bool = False) -> Array:
   """Same result as `conv_native`, by the form `fast_conv_form` picks.
 
   native_stride1: run the stride-1 convs (k > 1) on grids at least k wide natively; None lets the
-  CPU decide (yes with AVX-512). The rules were fitted on XLA:CPU; on other backends (GPU, TPU)
-  the native op runs.
+  CPU decide (yes with AVX-512). lean: the 'patches' form keeps only its input for the backward
+  pass (`patch_matmul`). The rules were fitted on XLA:CPU; on other backends (GPU, TPU) the
+  native op runs.
   """
   if jax.default_backend() != 'cpu':
     return conv_native(x, kernel, strides, pads)
@@ -875,15 +937,18 @@ def conv_fast(x: Array, kernel: Array, strides: int,
   out_size = tuple(conv_output_length(size, k, strides, axis_pads)
                    for size, axis_pads in zip(x.shape[1:3], pads, strict=True))
   form = fast_conv_form(k, strides, cin, cout, out_size, native_stride1)
+  if form == 'patches':
+    return conv_patches(x, kernel, strides, pads, lean)
   return _CONV_FORMS[form](x, kernel, strides, pads)
 
 
-# 'fast' with the ResNet blocks' stride-1 convs native on any CPU. As 'patches' they hold
-# k*k*Cin values per output point and their gradients in the backward pass:
-# resnet_vae_fashion_mnist's step needs 215 MB of XLA temporaries as 'patches' and 92 MB native.
-# 'fast' already runs them natively on AVX-512 CPUs; on an AVX-only one this made the steps
-# 17-19% longer (2.2x on the 64 px speckle config).
-conv_fast_low_memory = functools.partial(conv_fast, native_stride1=True)
+# 'fast' with the ResNet blocks' stride-1 convs native on any CPU, and the other layers' patch
+# matmuls keeping only their input for the backward pass (`patch_matmul`'s lean form). As
+# 'patches' the stride-1 convs hold k*k*Cin values per output point and their gradients in the
+# backward pass: resnet_vae_fashion_mnist's step needs 215 MB of XLA temporaries as 'patches' and
+# 92 MB native. 'fast' already runs them natively on AVX-512 CPUs; on an AVX-only one this made
+# the steps 17-19% longer (2.2x on the 64 px speckle config).
+conv_fast_low_memory = functools.partial(conv_fast, native_stride1=True, lean=True)
 # 'fast' with them as 'patches' on any CPU: the rule fitted on CPUs without AVX-512, where it is
 # what 'fast' runs (on an AVX-512 Xeon it was 9% faster than 'fast' on resnet_vae_speckle, for
 # 2.5x the temporaries).
