@@ -21,8 +21,4 @@ def get_config():
   config.train.lr_schedule = 'cosine'
   config.train.eval_every_steps = 500
   config.train.checkpoint_every_steps = 500
-  # Patch matmuls keep their inputs, not their patch buffers, for the backward pass: less step
-  # memory for slightly longer steps (BENCHMARKS.md, twelfth session).
-  config.model.conv_impl = 'fast_low_memory'
-  config.model.conv_transpose_impl = 'fast_low_memory'
   return config

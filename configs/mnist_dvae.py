@@ -35,8 +35,4 @@ def get_config():
   config.train.checkpoint_every_steps = 469
   config.train.best_metric = 'psnr'
   config.train.best_mode = 'max'
-  # Patch matmuls keep their inputs, not their patch buffers, for the backward pass: less step
-  # memory for slightly longer steps (BENCHMARKS.md, twelfth session).
-  config.model.conv_impl = 'fast_low_memory'
-  config.model.conv_transpose_impl = 'fast_low_memory'
   return config

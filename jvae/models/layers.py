@@ -19,7 +19,9 @@ wins depends on the layer. `Conv` offers:
 - impl='fast' runs 'shifted' where that is cheap and 'patches' elsewhere on CPU, but the
   native op for stride-1 convs on CPUs with AVX-512, by a rule fitted to train-step timings
   (`fast_conv_form`), and 'native' on other backends. 'fast_low_memory' and 'fast_patches' are
-  'fast' with the stride-1 choice fixed to native or to 'patches' on any CPU.
+  'fast' with the stride-1 choice fixed to native or to 'patches' on any CPU; 'fast_low_memory'
+  also runs its patch matmuls lean (`patch_matmul`): their backward pass keeps the layer's input
+  instead of the patch buffer and forms the weight gradient tap by tap.
 
 `ConvTranspose` has PyTorch's ConvTranspose2d ("scatter") semantics,
 
@@ -43,7 +45,8 @@ The forms differ in how the phases share work:
   then their scatter-add into the output, the exact transpose of patch extraction (and, as a
   custom_vjp, with patch extraction as its backward).
 - 'fast': 'phases', 'shared' or 'scatter' per geometry, by a cost model fitted to CPU timings
-  (`fast_conv_transpose_form`).
+  (`fast_conv_transpose_form`); 'fast_low_memory' the same with lean patch matmuls, as for
+  `Conv`.
 """
 
 from __future__ import annotations
@@ -65,7 +68,8 @@ Dtype = Any
 Initializer = Callable[..., Array]
 
 IMPLS = ('native', 'fast', 'fast_low_memory', 'fast_patches', 'patches', 'shifted')
-CONV_TRANSPOSE_IMPLS = ('native', 'fast', 'fast_low_memory', 'fused', 'phases', 'shared', 'scatter')
+CONV_TRANSPOSE_IMPLS = ('native', 'fast', 'fast_low_memory', 'fused', 'phases', 'shared',
+                        'scatter')
 _DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
 
 
@@ -519,8 +523,8 @@ def patch_matmul(x: Array, window: int | Window, strides: int,
 
   lean: keep x instead of the patch buffer for the backward pass, whose weight gradient is then
   one matmul per window offset over that offset's input slice. The 'fast_low_memory' impls use
-  it: XLA temporaries of configs/lfw_improved_ae.py's step 176.5 -> 132.7 MB, mnist_dvae 93.3 ->
-  77.2, default 15.9 -> 13.3, for steps 0-8% longer (BENCHMARKS.md, twelfth session).
+  it: XLA temporaries of configs/lfw_improved_ae.py's step 176.5 -> 132.7 MB, mnist_dvae's 93.3
+  -> 77.2, default's 15.9 -> 13.3, for steps 0-8% longer (BENCHMARKS.md, twelfth session).
   """
   if not lean:
     return matmul_rows(extract_patches(x, window, strides, pads), weights)
@@ -1040,8 +1044,9 @@ class ConvTranspose(nn.Module):
     output_padding: extra rows/columns at the end (0 <= output_padding < s); int padding only.
     use_bias: add a learned bias.
     impl: 'native' (input-dilated lax convolution), or one of the phase rewrites, much faster on
-      CPU (module docstring): 'fused', 'phases', 'shared', 'scatter', or 'fast' (the fastest of
-      'phases', 'shared' and 'scatter' for the layer, `fast_conv_transpose_form`).
+      CPU (module docstring): 'fused', 'phases', 'shared', 'scatter', 'fast' (the fastest of
+      'phases', 'shared' and 'scatter' for the layer, `fast_conv_transpose_form`) or
+      'fast_low_memory' ('fast' with lean patch matmuls, `patch_matmul`).
     dtype: computation dtype; parameters are always stored in float32.
     kernel_init: initializer of the [k, k, Cin, Cout] kernel.
   """
