@@ -344,6 +344,20 @@ def test_lean_patch_matmul_equals_patches_then_matmul_with_its_gradients(pads, s
   _assert_close(dw, dw_ref)
 
 
+@pytest.mark.parametrize('module', ['conv', 'conv_transpose'])
+def test_fast_low_memory_runs_lean_patch_matmuls_from_16_input_channels(module):
+  def jaxpr(cin, impl):
+    x = jnp.zeros((2, 8, 8, cin))
+    layer = (layers.Conv(8, 3, 2, 1, impl=impl) if module == 'conv'
+             else layers.ConvTranspose(8, 3, 2, 1, output_padding=1, impl=impl))
+    params = layer.init(_KEY, x)
+    return str(jax.make_jaxpr(jax.grad(lambda p: jnp.sum(layer.apply(p, x))))(params))
+
+  assert '_lean_patch_matmul' in jaxpr(16, 'fast_low_memory')
+  assert '_lean_patch_matmul' not in jaxpr(3, 'fast_low_memory')
+  assert '_lean_patch_matmul' not in jaxpr(16, 'fast')
+
+
 def test_lean_patch_matmul_keeps_no_patch_buffer_for_the_backward_pass():
   # A stack of 3x3 stride-1 patch convs of 32 channels at 16x16: each layer more keeps one more
   # [B, 16, 16, 288] patch buffer for the backward pass unless lean, which keeps its input.

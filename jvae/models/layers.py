@@ -845,11 +845,20 @@ def conv_transpose_fast(x: Array, kernel: Array, strides: int, crop_lo: tuple[in
   form = (fast_conv_transpose_form(k, strides, crop_lo, out_size, cout, cin, x.shape[1:3])
           if jax.default_backend() == 'cpu' else 'native')
   if form in _PATCH_TRANSPOSE_FORMS:
-    return _CONV_TRANSPOSE_FORMS[form](x, kernel, strides, crop_lo, out_size, lean=lean)
+    return _CONV_TRANSPOSE_FORMS[form](x, kernel, strides, crop_lo, out_size,
+                                       lean=lean and cin >= _LEAN_MIN_CHANNELS)
   return _CONV_TRANSPOSE_FORMS[form](x, kernel, strides, crop_lo, out_size)
 
 
 _PATCH_TRANSPOSE_FORMS = ('fused', 'phases', 'shared')
+
+# The 'fast_low_memory' forms run a patch matmul lean only from this many input channels: below,
+# its per-tap weight-gradient matmuls are too narrow to be worth the few MB they save (an image's
+# 1 or 3 channels). In-step A/B (20 rounds, ms / XLA temporaries MB), lean everywhere against
+# from 16 channels: mnist_cvae_onehot 63.1 / 76.7 against 61.6 / 77.6 ('fast' 59.3 / 93.2),
+# lfw_improved_ae 123.1 / 132.7 against 118.4 / 135.0 ('fast' 117.2 / 176.5), mnist_dvae 63.8 /
+# 77.2 against 64.5 / 77.6 (BENCHMARKS.md, twelfth session).
+_LEAN_MIN_CHANNELS = 16
 
 
 _CONV_TRANSPOSE_FORMS = {
@@ -942,7 +951,7 @@ def conv_fast(x: Array, kernel: Array, strides: int,
                    for size, axis_pads in zip(x.shape[1:3], pads, strict=True))
   form = fast_conv_form(k, strides, cin, cout, out_size, native_stride1)
   if form == 'patches':
-    return conv_patches(x, kernel, strides, pads, lean)
+    return conv_patches(x, kernel, strides, pads, lean and cin >= _LEAN_MIN_CHANNELS)
   return _CONV_FORMS[form](x, kernel, strides, pads)
 
 
