@@ -532,7 +532,8 @@ def benchmark_config(spec: str, steps: int = 30, warmup: int = 5, use_torch: boo
   for _ in range(warmup):
     jax_setup.resident_step()
     jax_setup.pipeline_step()
-  pipeline = _pipeline_overhead(jax_setup, pipeline_steps or steps)
+  pipeline_steps = pipeline_steps or steps
+  pipeline = _pipeline_overhead(jax_setup, pipeline_steps)
   batch = config.train.batch_size
   row: dict[str, Any] = {
       'config': config_name(spec), 'batch': batch,
@@ -541,7 +542,7 @@ def benchmark_config(spec: str, steps: int = 30, warmup: int = 5, use_torch: boo
       'conv_impl': config.model.conv_impl,
       'conv_transpose_impl': config.model.conv_transpose_impl,
       'compile_s': jax_setup.compile_seconds,
-      **pipeline, 'pipeline_steps': pipeline_steps or steps,
+      **pipeline, 'pipeline_steps': pipeline_steps,
       'steps': steps, 'warmup': warmup, 'jax_version': jax.__version__,
       'notes': [jax_setup.synthetic_data] if jax_setup.synthetic_data else [],
   }

@@ -523,8 +523,9 @@ def patch_matmul(x: Array, window: int | Window, strides: int,
 
   lean: keep x instead of the patch buffer for the backward pass, whose weight gradient is then
   one matmul per window offset over that offset's input slice. The 'fast_low_memory' impls use
-  it: XLA temporaries of configs/lfw_improved_ae.py's step 176.5 -> 132.7 MB, mnist_dvae's 93.3
-  -> 77.2, default's 15.9 -> 13.3, for steps 0-8% longer (BENCHMARKS.md, twelfth session).
+  it from 16 input channels (`_LEAN_MIN_CHANNELS`): XLA temporaries of configs/lfw_improved_ae.py's
+  step 176.5 -> 135.0 MB, mnist_dvae's 93.3 -> 77.6, for steps 3-6% longer in that A/B
+  (BENCHMARKS.md, twelfth session).
   """
   if not lean:
     return matmul_rows(extract_patches(x, window, strides, pads), weights)
@@ -846,7 +847,7 @@ def conv_transpose_fast(x: Array, kernel: Array, strides: int, crop_lo: tuple[in
           if jax.default_backend() == 'cpu' else 'native')
   if form in _PATCH_TRANSPOSE_FORMS:
     return _CONV_TRANSPOSE_FORMS[form](x, kernel, strides, crop_lo, out_size,
-                                       lean=lean and cin >= _LEAN_MIN_CHANNELS)
+                                       lean=_runs_lean(lean, cin))
   return _CONV_TRANSPOSE_FORMS[form](x, kernel, strides, crop_lo, out_size)
 
 
@@ -859,6 +860,11 @@ _PATCH_TRANSPOSE_FORMS = ('fused', 'phases', 'shared')
 # lfw_improved_ae 123.1 / 132.7 against 118.4 / 135.0 ('fast' 117.2 / 176.5), mnist_dvae 63.8 /
 # 77.2 against 64.5 / 77.6 (BENCHMARKS.md, twelfth session).
 _LEAN_MIN_CHANNELS = 16
+
+
+def _runs_lean(lean: bool, in_features: int) -> bool:
+  """Whether a 'fast' form asked for lean patch matmuls runs this layer's lean."""
+  return lean and in_features >= _LEAN_MIN_CHANNELS
 
 
 _CONV_TRANSPOSE_FORMS = {
@@ -951,7 +957,7 @@ def conv_fast(x: Array, kernel: Array, strides: int,
                    for size, axis_pads in zip(x.shape[1:3], pads, strict=True))
   form = fast_conv_form(k, strides, cin, cout, out_size, native_stride1)
   if form == 'patches':
-    return conv_patches(x, kernel, strides, pads, lean and cin >= _LEAN_MIN_CHANNELS)
+    return conv_patches(x, kernel, strides, pads, _runs_lean(lean, cin))
   return _CONV_FORMS[form](x, kernel, strides, pads)
 
 
