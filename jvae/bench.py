@@ -70,6 +70,7 @@ Times depend on machine load: compare numbers from one run, where variants alter
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import importlib.util
 import json
@@ -251,13 +252,17 @@ def memory_since(baseline: dict[str, Any]) -> dict[str, Any]:
           'peak_reset': baseline['peak_reset']}
 
 
-def warm_up_jax() -> None:
+def warm_up_jax(clear_caches: bool = False) -> None:
   """A throwaway jitted gradient and Adam step of a one-conv model.
 
   Parts of each framework load on first use: torch.optim imports torch._dynamo and sympy
   (~70 MB) when the first optimizer is built, the first backward and convolution start thread
   pools and kernel libraries, XLA initialises its compiler. Those do not grow with the model, so
   both frameworks run such a step before their baseline (see `warm_up_torch`).
+
+  `clear_caches`: then clear JAX's caches, for a step that will clear them after its compile
+  (`train.shed_compiler_memory`): otherwise the baseline would hold the warm-up's caches, which
+  that clearing frees, and the model's memory would come out lower than it is.
   """
   import jax
   import jax.numpy as jnp
@@ -275,6 +280,8 @@ def warm_up_jax() -> None:
     return optax.apply_updates(params, updates), opt_state
 
   jax.block_until_ready(jax.jit(step)(params, optimizer.init(params)))
+  if clear_caches:
+    jax.clear_caches()
 
 
 def warm_up_torch(compile: bool) -> None:
@@ -399,7 +406,7 @@ def setup_jax(config, measure_memory: bool = False) -> JaxSetup:
   """
   import jax
 
-  from jvae import prng
+  from jvae import compiled_step, prng
   from jvae.data import pipeline
   experiment, synthetic = make_experiment(config)
   key = prng.root_key(config.seed, config)
@@ -407,12 +414,16 @@ def setup_jax(config, measure_memory: bool = False) -> JaxSetup:
       experiment.train_source, config.data, config.train.batch_size, config.seed,
       to_device=experiment.global_batch)
   resident = next(train_iter)
-  baseline = memory_baseline(warm_up_jax) if measure_memory else {}
+  shed = bool(config.train.shed_compiler_memory)
+  baseline = (memory_baseline(functools.partial(warm_up_jax, clear_caches=shed))
+              if measure_memory else {})
   state = experiment.init_state(jax.random.fold_in(key, 0))
   step_key = jax.random.fold_in(key, 1)
   start = time.perf_counter()
   compiled = experiment.train_step.lower(state, resident, step_key).compile()
   compile_seconds = time.perf_counter() - start
+  if shed:  # as the trainer's CompiledStep does
+    compiled_step.shed_compiler_memory()
   if measure_memory:
     # As the trainer does after its first step: hand the compiler's freed memory back, then
     # measure the steps' peak apart from the compile's.

@@ -40,6 +40,7 @@ from jvae import (
   schedules,
   steps,
 )
+from jvae.compiled_step import CompiledStep
 from jvae.config import ConfigError, validate_config
 from jvae.data import pipeline, sources
 from jvae.models import build_model
@@ -179,9 +180,13 @@ def abstract_state(model: nn.Module, config: ml_collections.ConfigDict,
 
 
 def evaluate(experiment: Experiment, state: TrainState, key: jax.Array,
-             max_batches: int = 0) -> dict[str, Any]:
-  """Metrics over the whole eval split (or its first `max_batches` batches), deterministic."""
+             max_batches: int = 0, eval_step: Callable | None = None) -> dict[str, Any]:
+  """Metrics over the whole eval split (or its first `max_batches` batches), deterministic.
+
+  `eval_step` (default `experiment.eval_step`): a training run passes its CompiledStep.
+  """
   config = experiment.config
+  eval_step = experiment.eval_step if eval_step is None else eval_step
   totals = None
   batches = pipeline.eval_batches(
       experiment.eval_source, config.data, config.train.eval_batch_size, max_batches,
@@ -189,7 +194,7 @@ def evaluate(experiment: Experiment, state: TrainState, key: jax.Array,
       to_device=experiment.global_batch)
   try:
     for index, batch in enumerate(batches):
-      sums = experiment.eval_step(state, batch, jax.random.fold_in(key, index))
+      sums = eval_step(state, batch, jax.random.fold_in(key, index))
       totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   finally:  # stops the prefetch thread, also when a step raises partway through the pass
     batches.close()
@@ -383,6 +388,9 @@ def _train(experiment: Experiment, workdir: str, stop: _StopSignals) -> dict[str
   learning_rate = schedules.learning_rate_schedule(config.train)
   num_steps = config.train.num_train_steps
   release_every = config.train.release_memory_every_steps
+  shed = bool(config.train.shed_compiler_memory)
+  train_step = CompiledStep(experiment.train_step, 'train_step', shed)
+  eval_step = CompiledStep(experiment.eval_step, 'eval_step', shed)
 
   def checkpoint(step: int) -> None:
     checkpoints.save(step, state, key, train_iter.get_state(), config)
@@ -392,7 +400,7 @@ def _train(experiment: Experiment, workdir: str, stop: _StopSignals) -> dict[str
   last_log_time, last_log_step = time.perf_counter(), start_step
   try:
     for step in range(start_step, num_steps):
-      state, metrics = experiment.train_step(state, next(train_iter), key)
+      state, metrics = train_step(state, next(train_iter), key)
       if step == start_step or (release_every and (step + 1) % release_every == 0):
         # After the first step: the step is compiled, the compiler's freed memory need not stay
         # resident. Later: the holes that kept memory fragmented into (config.py).
@@ -419,7 +427,8 @@ def _train(experiment: Experiment, workdir: str, stop: _StopSignals) -> dict[str
         pending, last_log_time, last_log_step = [], now, done
       progress.update(1)
       if done % config.train.eval_every_steps == 0 and done != num_steps:
-        eval_metrics = evaluate(experiment, state, eval_key, config.train.eval_max_batches)
+        eval_metrics = evaluate(experiment, state, eval_key, config.train.eval_max_batches,
+                                eval_step)
         writer.write(done, 'eval', eval_metrics)
         _warn_on_collapse(config, done, eval_metrics, 'eval split', False)
         checkpoints.save_best(done, state, key, train_iter.get_state(), config, eval_metrics)
@@ -442,7 +451,7 @@ def _train(experiment: Experiment, workdir: str, stop: _StopSignals) -> dict[str
       _on_nonfinite(config, previous)
     final_step = int(state.step)
     checkpoint(final_step)
-    eval_metrics = evaluate(experiment, state, eval_key)
+    eval_metrics = evaluate(experiment, state, eval_key, eval_step=eval_step)
     writer.write(final_step, 'eval', eval_metrics)
     _warn_on_collapse(config, final_step, eval_metrics, 'eval split', False)
     checkpoints.save_best(final_step, state, key, train_iter.get_state(), config, eval_metrics)
