@@ -1017,8 +1017,10 @@ def format_table(rows: list[dict[str, Any]]) -> str:
                'imports jvae.models), which the subtraction removes. JAX ÷ eager/compile '
                'memory: JAX model MB over torch model MB. JAX model MB after compile: the peak '
                'of the warm-up and timed steps alone, after the compiler\'s freed memory is '
-               'returned (as the trainer does after its first step), minus the same baseline: '
-               'what a run that loads its step from train.compilation_cache_dir peaks at.')
+               'returned and, with train.shed_compiler_memory, JAX\'s caches cleared (as the '
+               'trainer does after its first step; the baseline is then taken with the '
+               'warm-up\'s caches cleared too), minus the same baseline: what a run that loads '
+               'its step from train.compilation_cache_dir peaks at.')
   if notes:
     lines.append('')
     lines.extend(f'- {note}' for note in notes)
