@@ -167,6 +167,12 @@ def base_config() -> ml_collections.ConfigDict:
   # full: XLA's optimizing compile for the train and eval steps. minimal: about 3x faster to
   # compile and slower to run, for tests and smoke runs of a few steps.
   c.train.xla_optimization = 'full'
+  # Which kernels XLA:CPU runs lax convolutions with (the 'native' conv forms, the ResNet
+  # blocks' stride-1 convs and every convolution's gradients there): 'ynnpack' (XLA's default
+  # library fusions) or 'eigen' (YNNPACK's convolution fusions off: XLA's own kernels). 'auto':
+  # eigen on Intel CPUs, where YNNPACK's took twice the time (BENCHMARKS.md, thirteenth session),
+  # ynnpack elsewhere. Only read on the CPU backend.
+  c.train.cpu_conv_kernels = 'auto'
   # A directory for JAX's persistent compilation cache ('' = off). A rerun or resumed run then
   # loads its compiled steps: no compile time, and none of the compiler's transient memory,
   # which sets the process's peak on CPU for small models (BENCHMARKS.md).
@@ -230,6 +236,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     'train.parallelism': ('jit', 'shard_map'),
     'train.best_mode': ('min', 'max'),
     'train.xla_optimization': ('full', 'minimal'),
+    'train.cpu_conv_kernels': ('auto', 'ynnpack', 'eigen'),
     'train.init_from_checkpoint': ('best', 'latest'),
     'distributed.cpu_collectives': ('gloo', 'mpi'),
 }

@@ -43,7 +43,7 @@ from jvae import (
 from jvae.compiled_step import CompiledStep
 from jvae.config import ConfigError, validate_config
 from jvae.data import pipeline, sources
-from jvae.models import build_model
+from jvae.models import build_model, cpu_features
 from jvae.train_state import TrainState, count_parameters, make_optimizer
 
 del corruptions  # Imported for its registration of corruption kinds with config validation.
@@ -54,8 +54,30 @@ MINIMAL_XLA_OPTIMIZATION = {'xla_backend_optimization_level': 0,
                             'xla_llvm_disable_expensive_passes': True}
 
 
+# XLA's YNNPACK library fusions without their convolutions: lax convolutions then run on
+# XLA:CPU's own (Eigen) kernels (`train.cpu_conv_kernels`). Per-jit options take the whole list
+# (XLA_FLAGS' '-individual_convolution' form is not accepted here): jaxlib 0.10.2's default is
+# dot, reduce and individual_convolution, and this list compiled the same step times as the
+# default on every system config without native convs (BENCHMARKS.md, thirteenth session).
+_NO_YNNPACK_CONVOLUTIONS = {
+    'xla_cpu_experimental_ynn_fusion_type':
+        'LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE'}
+
+
+def cpu_conv_kernels(config: ml_collections.ConfigDict) -> str:
+  """'ynnpack' or 'eigen': `train.cpu_conv_kernels` with 'auto' decided for this host."""
+  choice = config.train.cpu_conv_kernels
+  if choice == 'auto':
+    return 'eigen' if cpu_features.host_is_intel() else 'ynnpack'
+  return choice
+
+
 def compiler_options(config: ml_collections.ConfigDict) -> dict | None:
-  return MINIMAL_XLA_OPTIMIZATION if config.train.xla_optimization == 'minimal' else None
+  """The train and eval steps' XLA options (`train.xla_optimization`, `train.cpu_conv_kernels`)."""
+  options = dict(MINIMAL_XLA_OPTIMIZATION) if config.train.xla_optimization == 'minimal' else {}
+  if jax.default_backend() == 'cpu' and cpu_conv_kernels(config) == 'eigen':
+    options.update(_NO_YNNPACK_CONVOLUTIONS)
+  return options or None
 
 
 class NonFiniteError(FloatingPointError):

@@ -231,6 +231,44 @@ def test_cpu_flags_are_parsed_from_cpuinfo():
   arm = 'processor\t: 0\nFeatures\t: fp asimd sve\n'
   assert cpu_features.parse_cpu_flags(arm) == {'fp', 'asimd', 'sve'}
   assert cpu_features.parse_cpu_flags('processor\t: 0\n') == frozenset()
+  assert cpu_features.parse_cpu_field(x86, 'vendor_id') == 'AuthenticAMD'
+  assert cpu_features.parse_cpu_field(arm, 'vendor_id') == ''
+
+
+@pytest.mark.parametrize('vendor, expected', [('GenuineIntel', 'eigen'),
+                                              ('AuthenticAMD', 'ynnpack')])
+def test_auto_conv_kernels_follow_the_cpu_vendor(vendor, expected, monkeypatch):
+  from conftest import tiny_config
+
+  from jvae import trainer
+  monkeypatch.setattr(cpu_features, '_host_cpuinfo', lambda: f'vendor_id\t: {vendor}\n')
+  config = tiny_config()
+  assert trainer.cpu_conv_kernels(config) == expected
+  config.train.cpu_conv_kernels = 'ynnpack'
+  assert trainer.cpu_conv_kernels(config) == 'ynnpack'
+
+
+def test_eigen_conv_kernels_take_convolutions_out_of_ynnpack_and_compute_the_same():
+  from conftest import tiny_config
+
+  from jvae import trainer
+  # Large enough for XLA to hand the convolutions to YNNPACK at all.
+  x = jax.random.normal(jax.random.key(0), (8, 16, 16, 32))
+  kernel = 0.1 * jax.random.normal(jax.random.key(1), (3, 3, 32, 32))
+  grad = jax.grad(lambda x, k: jnp.sum(jnp.tanh(layers.conv_native(x, k, 1, ((1, 1), (1, 1))))),
+                  argnums=(0, 1))
+  config, results, texts = tiny_config(), {}, {}
+  config.train.xla_optimization = 'full'
+  for kernels in ('ynnpack', 'eigen'):
+    config.train.cpu_conv_kernels = kernels
+    compiled = jax.jit(grad, compiler_options=trainer.compiler_options(config)).lower(
+        x, kernel).compile()
+    results[kernels], texts[kernels] = compiled(x, kernel), compiled.as_text()
+  assert 'ynn_fusion' in texts['ynnpack'] and 'ynn_fusion' not in texts['eigen']
+  # The same sums in another order: equal to float32 rounding.
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
+                                                       atol=1e-5 * float(jnp.max(jnp.abs(a)))),
+               results['ynnpack'], results['eigen'])
 
 
 def test_config_choices_list_every_impl():

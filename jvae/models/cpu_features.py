@@ -14,22 +14,36 @@ from pathlib import Path
 CPUINFO = Path('/proc/cpuinfo')
 
 
+def parse_cpu_field(cpuinfo: str, *names: str) -> str:
+  """The value of the first processor's first line named one of `names` ('' when none)."""
+  for line in cpuinfo.splitlines():
+    name, _, value = line.partition(':')
+    if name.strip() in names:
+      return value.strip()
+  return ''
+
+
 def parse_cpu_flags(cpuinfo: str) -> frozenset[str]:
   """The feature flags of the first processor in /proc/cpuinfo's text ('flags' on x86,
   'Features' on ARM); empty when there is no such line."""
-  for line in cpuinfo.splitlines():
-    name, _, value = line.partition(':')
-    if name.strip() in ('flags', 'Features'):
-      return frozenset(value.split())
-  return frozenset()
+  return frozenset(parse_cpu_field(cpuinfo, 'flags', 'Features').split())
 
 
 @functools.cache
-def host_cpu_flags() -> frozenset[str]:
+def _host_cpuinfo() -> str:
   try:
-    return parse_cpu_flags(CPUINFO.read_text())
+    return CPUINFO.read_text()
   except OSError:
-    return frozenset()
+    return ''
+
+
+def host_cpu_flags() -> frozenset[str]:
+  return parse_cpu_flags(_host_cpuinfo())
+
+
+def host_is_intel() -> bool:
+  """Whether /proc/cpuinfo names Intel as the vendor ('GenuineIntel')."""
+  return parse_cpu_field(_host_cpuinfo(), 'vendor_id') == 'GenuineIntel'
 
 
 def host_has_avx512() -> bool:
