@@ -1,7 +1,7 @@
 """A jitted step compiled ahead of time at its first call, after which JAX's caches may go.
 
 JAX's tracing, lowering and compile caches keep a jitted step's jaxprs, its MLIR module and the
-executable for as long as the step function lives: on configs/default.py ~17 MB resident after
+executable for as long as the step function lives: on configs/default.py ~19 MB resident after
 the compile (BENCHMARKS.md, "Thirteenth session"). A training run calls its steps with one
 signature, so `CompiledStep(..., shed_compiler_memory=True)` compiles the step for its first
 arguments, keeps that executable and clears the caches (`jax.clear_caches`: other jitted
@@ -49,9 +49,6 @@ class CompiledStep:
     self.shed = shed_compiler_memory
     self._compiled = None
     self._warned = False
-
-  def lower(self, *args):
-    return self.jitted.lower(*args)
 
   def __call__(self, *args) -> Any:
     if self._compiled is None:

@@ -189,9 +189,9 @@ def base_config() -> ml_collections.ConfigDict:
   # of the step buffer's page faults once.
   c.train.release_memory_every_steps = 100
   # The train and eval steps are compiled ahead of time for their first batch; after each
-  # compile JAX's tracing and compile caches are cleared (`jvae.compiled_step`), so the step's
-  # jaxprs and MLIR module (~17 MB on configs/default.py) do not stay resident for the run.
-  # Other jitted functions recompile once when next called.
+  # compile JAX's tracing and compile caches are cleared (`jvae.compiled_step`), so the steps'
+  # jaxprs and MLIR modules (~19 MB on configs/default.py, ~25 MB on the larger configs) do not
+  # stay resident for the run. Other jitted functions recompile once when next called.
   c.train.shed_compiler_memory = True
 
   # Multi-host: jax.distributed.initialize before anything else. Empty fields are detected from
