@@ -1,4 +1,4 @@
-"""CompiledStep: the AOT executable (reloaded or not) computes what jax.jit does, and training
+"""CompiledStep: the AOT executable (caches cleared after its compile or not) computes what jax.jit
 with train.shed_compiler_memory is the same run as without it."""
 
 import jax
