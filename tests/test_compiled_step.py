@@ -1,5 +1,5 @@
-"""CompiledStep: the AOT executable (caches cleared after its compile or not) computes what jax.jit
-with train.shed_compiler_memory is the same run as without it."""
+"""CompiledStep: the AOT executable (caches cleared after its compile or not) computes what
+jax.jit does, and training with train.shed_compiler_memory is the same run as without it."""
 
 import jax
 import numpy as np
