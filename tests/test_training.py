@@ -305,7 +305,6 @@ def test_the_trainer_returns_freed_memory_on_its_schedule(tmp_path, config, monk
   monkeypatch.setattr(host_memory, 'release_freed_memory', lambda: calls.append(1) or True)
   config.train.num_train_steps = 6
   config.train.release_memory_every_steps = every
-  config.train.shed_compiler_memory = False  # which releases too, once per compiled step
   trainer.train_and_evaluate(config, str(tmp_path / f'every_{every}'))
   # After the first step, then after steps 2, 4 and 6; the final evaluation adds one more.
   assert len(calls) == releases_in_loop + 1

@@ -37,6 +37,7 @@ def _host_cpuinfo() -> str:
     return ''
 
 
+@functools.cache
 def host_cpu_flags() -> frozenset[str]:
   return parse_cpu_flags(_host_cpuinfo())
 
