@@ -41,9 +41,8 @@ def make_module(shape) -> layers.ConvTranspose:
 
 
 def fast_form(shape) -> str:
-  _, _, size, cin, cout, k, s, padding, output_padding = shape
-  crop, out = layers.conv_transpose_geometry(size, k, s, padding, output_padding)
-  return layers.fast_conv_transpose_form(k, s, (crop, crop), (out, out), cout, cin, (size, size))
+  del shape  # 'fast' runs 'scatter' for every transposed conv on CPU (layers.conv_transpose_fast)
+  return 'scatter'
 
 
 if __name__ == '__main__':

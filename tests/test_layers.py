@@ -139,41 +139,15 @@ def test_conv_transpose_impls_equal_native_and_flax(k, s, padding, output_paddin
     _assert_close(dp['bias'], dp_native['bias'])
 
 
-# (kernel_size, strides, padding, output_padding, input size, Cin, Cout, form): the decoder layers
-# of our configs (benchmarks/conv_transpose_forms.py measured these), and s = 1.
-FAST_FORM_CASES = [
-    (4, 2, 1, 0, 4, 512, 256, 'phases'),  # SAAAE: the matmul dominates
-    (4, 2, 1, 0, 8, 256, 128, 'shared'),
-    (4, 2, 1, 0, 16, 128, 64, 'shared'),
-    (4, 2, 1, 0, 32, 64, 3, 'scatter'),  # to the image: 1.4-2.2x faster than the rest
-    (4, 2, 1, 0, 4, 256, 128, 'phases'),  # restoration
-    (4, 2, 1, 0, 8, 128, 64, 'shared'),
-    (4, 2, 1, 0, 16, 64, 32, 'shared'),
-    (4, 2, 1, 0, 32, 32, 3, 'scatter'),
-    (3, 2, 1, 1, 4, 256, 128, 'phases'),  # ResNet VAE
-    (3, 2, 1, 1, 8, 128, 64, 'shared'),  # 'scatter' alone, but slows the next layer
-    (3, 2, 1, 1, 16, 64, 32, 'shared'),
-    (3, 2, 1, 1, 32, 32, 1, 'scatter'),
-    (3, 2, 'SAME', 0, 7, 64, 64, 'shared'),  # MNIST CVAE
-    (3, 2, 'SAME', 0, 14, 64, 32, 'shared'),
-    (3, 1, 'SAME', 0, 8, 64, 64, 'shared'),  # one phase: the same conv as 'phases'
-]
-
-
-@pytest.mark.parametrize('k,s,padding,output_padding,size,cin,cout,form', FAST_FORM_CASES)
-def test_fast_picks_the_measured_form(k, s, padding, output_padding, size, cin, cout, form):
-  crop, out = layers.conv_transpose_geometry(size, k, s, padding, output_padding)
-  assert layers.fast_conv_transpose_form(k, s, (crop, crop), (out, out), cout, cin,
-                                         (size, size)) == form
-  # The input size defaults to what these layers have: out / s.
-  assert layers.fast_conv_transpose_form(k, s, (crop, crop), (out, out), cout, cin) == form
-
-
-def test_fast_without_cin_chooses_between_the_phase_forms():
-  crop, out = layers.conv_transpose_geometry(4, 4, 2, 1)
-  assert layers.fast_conv_transpose_form(4, 2, (crop, crop), (out, out), 256) == 'phases'
-  crop, out = layers.conv_transpose_geometry(32, 4, 2, 1)
-  assert layers.fast_conv_transpose_form(4, 2, (crop, crop), (out, out), 3) == 'shared'
+@pytest.mark.parametrize('impl', ['fast', 'fast_low_memory'])
+def test_fast_runs_scatter_on_cpu(impl):
+  x = jnp.zeros((2, 7, 7, 4))
+  layer = layers.ConvTranspose(3, 3, 2, 'SAME', impl=impl)
+  params = layer.init(_KEY, x)
+  # The forward jaxpr: a gradient's inlines the custom_vjp and loses its name.
+  jaxpr = str(jax.make_jaxpr(lambda p: layer.apply(p, x))(params))
+  assert 'name=_col2im' in jaxpr
+  assert 'conv_general_dilated' not in jaxpr and 'dot_general' in jaxpr
 
 
 # (kernel_size, strides, Cin, Cout, output grid or None, the form 'fast' must pick): the Conv
@@ -278,7 +252,7 @@ def test_config_choices_list_every_impl():
 
 
 def test_shared_layout_is_never_costlier_than_fused():
-  # 'fast' leaves 'fused' out because the shared plan can always choose its layout.
+  # 'shared' can always choose 'fused''s layout.
   for k, s, padding, output_padding in CONV_TRANSPOSE_CASES + CORNER_CASES:
     for size in (1, 4, 7):
       crop, out = layers.conv_transpose_geometry(size, k, s, padding, output_padding)
@@ -382,12 +356,10 @@ def test_lean_patch_matmul_equals_patches_then_matmul_with_its_gradients(pads, s
   _assert_close(dw, dw_ref)
 
 
-@pytest.mark.parametrize('module', ['conv', 'conv_transpose'])
-def test_fast_low_memory_runs_lean_patch_matmuls_from_16_input_channels(module):
+def test_fast_low_memory_runs_lean_patch_matmuls_from_16_input_channels():
   def jaxpr(cin, impl):
     x = jnp.zeros((2, 8, 8, cin))
-    layer = (layers.Conv(8, 3, 2, 1, impl=impl) if module == 'conv'
-             else layers.ConvTranspose(8, 3, 2, 1, output_padding=1, impl=impl))
+    layer = layers.Conv(8, 3, 2, 1, impl=impl)
     params = layer.init(_KEY, x)
     return str(jax.make_jaxpr(jax.grad(lambda p: jnp.sum(layer.apply(p, x))))(params))
 
@@ -420,44 +392,51 @@ def test_lean_patch_matmul_keeps_no_patch_buffer_for_the_backward_pass():
 @pytest.mark.parametrize('window', [3, (1, 2)])
 @pytest.mark.parametrize('pads', [((1, 1), (1, 1)), ((0, 2), (2, 0)), ((-1, 2), (1, -2))])
 @pytest.mark.parametrize('strides', [1, 2])
-def test_tap_sums_custom_vjps_are_exact_transposes(pads, strides, window):
+def test_tap_sum_and_col2im_custom_vjps_are_exact_transposes(pads, strides, window):
   win = (window, window) if isinstance(window, int) else window
   taps = win[0] * win[1]
   x = _normal(42, (2, 7, 8, 2))
   grid = jax.eval_shape(lambda: layers.extract_patches(x, window, strides, pads)).shape[1:3]
   z_read = _normal(43, (taps, 2, 3, 7, 8))
-  z_written = _normal(44, (taps, 2, 3) + grid)
+  z_patches = _normal(44, (2,) + grid + (taps * 3,))
 
-  def run(z_read, z_written):
+  def run(z_read, z_patches):
     # The references are the same sums of slices and pads, left to autodiff.
     read, read_vjp = jax.vjp(lambda z: layers.sum_read_taps(z, window, strides, pads), z_read)
     read_ref, read_ref_vjp = jax.vjp(
         lambda z: layers._sum(layers._read_taps(z, win, strides, pads, grid, tap_axis=True)),
         z_read)
-    written, written_vjp = jax.vjp(
-        lambda z: layers.sum_written_taps(z, window, strides, pads, (7, 8)), z_written)
-    written_ref, written_ref_vjp = jax.vjp(
-        lambda z: layers._sum(layers._write_taps(z, win, strides, pads, (7, 8), tap_axis=True)),
-        z_written)
+    back, back_vjp = jax.vjp(lambda z: layers.col2im(z, window, strides, pads, (7, 8)), z_patches)
+    back_ref, back_ref_vjp = jax.vjp(
+        lambda z: layers._col2im_impl(z, win, strides, pads, (7, 8)), z_patches)
     g_read = jnp.asarray(np.random.default_rng(45).normal(size=read.shape), jnp.float32)
-    g_written = jnp.asarray(np.random.default_rng(46).normal(size=written.shape), jnp.float32)
+    g_back = jnp.asarray(np.random.default_rng(46).normal(size=back.shape), jnp.float32)
     return (read, read_ref, read_vjp(g_read)[0], read_ref_vjp(g_read)[0],
-            written, written_ref, written_vjp(g_written)[0], written_ref_vjp(g_written)[0])
+            back, back_ref, back_vjp(g_back)[0], back_ref_vjp(g_back)[0])
 
-  results = _run_jitted(run, z_read, z_written)
+  results = _run_jitted(run, z_read, z_patches)
   for actual, expected in zip(results[::2], results[1::2], strict=True):
     _assert_close(actual, expected)
 
 
-def test_sum_written_taps_is_the_transpose_of_extract_patches():
+@pytest.mark.parametrize('pads,strides,window', [
+    (((1, 0), (2, 1)), 2, 3), (((-1, 2), (1, 1)), 3, 4), (((0, 0), (0, 0)), 1, (1, 2))])
+def test_col2im_is_the_transpose_of_extract_patches(pads, strides, window):
   x = _normal(47, (3, 7, 8, 2))
-  pads, strides, window = ((1, 0), (2, 1)), 2, 3
   patches = layers.extract_patches(x, window, strides, pads)
   g = _normal(48, patches.shape)
-  # <P x, g> = <x, P^T g>, with g moved to the tap-major layout sum_written_taps takes.
-  tap_major = g.reshape(*g.shape[:3], window * window, 2).transpose(3, 4, 0, 1, 2)
-  back = layers.sum_written_taps(tap_major, window, strides, pads, (7, 8)).transpose(1, 2, 3, 0)
+  # <P x, g> = <x, P^T g>.
+  back = layers.col2im(g, window, strides, pads, (7, 8))
+  assert back.shape == x.shape
   np.testing.assert_allclose(float(jnp.sum(patches * g)), float(jnp.sum(x * back)), rtol=1e-5)
+
+
+def test_col2im_rejects_patches_of_another_input():
+  z = jnp.zeros((1, 4, 4, 9))
+  with pytest.raises(ValueError, match='do not come from an input of size'):
+    layers.col2im(z, 3, 2, ((1, 1), (1, 1)), (9, 9))
+  with pytest.raises(ValueError, match='k_h\\*k_w\\*C'):
+    layers.col2im(jnp.zeros((1, 4, 4, 8)), 3, 2, ((1, 1), (1, 1)), (8, 8))
 
 
 @pytest.mark.parametrize('impl', sorted(set(layers.CONV_TRANSPOSE_IMPLS) | set(layers.IMPLS)))

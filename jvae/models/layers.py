@@ -42,11 +42,12 @@ The forms differ in how the phases share work:
   fit the smallest window (ceil(k/s) taps per axis at k=4, s=2, for one extra grid row and
   column). 'fused' is one of the layouts it chooses from.
 - 'scatter': no phases: one matmul from Cin to every tap's contribution (k*k*Cout channels),
-  then their scatter-add into the output, the exact transpose of patch extraction (and, as a
-  custom_vjp, with patch extraction as its backward).
-- 'fast': 'phases', 'shared' or 'scatter' per geometry, by a cost model fitted to CPU timings
-  (`fast_conv_transpose_form`); 'fast_low_memory' the same with lean patch matmuls, as for
-  `Conv`.
+  then their scatter-add into the output (`col2im`, the exact transpose of patch extraction,
+  one loop per output phase; its backward is patch extraction). Only real taps are multiplied,
+  in one matmul with k*k*Cout columns, and the backward pass keeps only the layer's input.
+- 'fast': 'scatter' on CPU, where it beat every phase form in every train step we measured
+  (`conv_transpose_fast`), and 'native' on other backends; 'fast_low_memory' is the same
+  ('scatter' keeps no patch buffer to trade for speed).
 """
 
 from __future__ import annotations
@@ -205,7 +206,12 @@ def _extract_patches_fwd(x, window, strides, pads):
 
 
 def _extract_patches_bwd(window, strides, pads, shape_carrier, g):
-  h, w = shape_carrier.shape[:2]
+  return (_col2im_impl(g, window, strides, pads, shape_carrier.shape[:2]),)
+
+
+def _col2im_impl(g: Array, window: Window, strides: int,
+                 pads: tuple[tuple[int, int], tuple[int, int]], hw: tuple[int, int]) -> Array:
+  h, w = hw
   win_h, win_w = window
   c = g.shape[-1] // (win_h * win_w)
   ho, wo = g.shape[1:3]
@@ -244,10 +250,56 @@ def _extract_patches_bwd(window, strides, pads, shape_carrier, g):
           phase = contrib if phase is None else phase + contrib
       row.append(jnp.zeros((g.shape[0], *grid, c), g.dtype) if phase is None else phase)
     phases.append(row)
-  return (_interleave_phases(phases, (h, w)),)
+  return _interleave_phases(phases, (h, w))
 
 
 _extract_patches.defvjp(_extract_patches_fwd, _extract_patches_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
+def _col2im(z: Array, window: Window, strides: int,
+            pads: tuple[tuple[int, int], tuple[int, int]], hw: tuple[int, int]) -> Array:
+  return _col2im_impl(z, window, strides, pads, hw)
+
+
+def _col2im_fwd(z, window, strides, pads, hw):
+  return _col2im_impl(z, window, strides, pads, hw), None
+
+
+def _col2im_bwd(window, strides, pads, hw, _, g):
+  # Autodiff's transpose of the pads and sums would pad every patch's cotangent to the whole
+  # input grid; patch extraction is the same numbers as k*k strided slices and one concat.
+  return (_extract_patches_impl(g, window, strides, pads),)
+
+
+_col2im.defvjp(_col2im_fwd, _col2im_bwd)
+
+
+def col2im(z: Array, window: int | Window, strides: int,
+           pads: tuple[tuple[int, int], tuple[int, int]], hw: tuple[int, int]) -> Array:
+  """The transpose of `extract_patches`: adds every patch back where it was read from.
+
+  x[s*m + (i, j) - lo] += z[m, (i*k_w + j)*C : (i*k_w + j + 1)*C] for each patch grid point m and
+  window offset (i, j); reads beyond the input (its padding) are dropped.
+
+  Args:
+    z: [B, Ho, Wo, k_h*k_w*C], laid out as `extract_patches` returns its patches.
+    window, strides, pads: those of the patch extraction being transposed.
+    hw: (H, W) of the array the patches were (notionally) read from.
+
+  Returns:
+    [B, H, W, C].
+  """
+  win, strides, pads = _patch_args((z.shape[0], *hw, 1), window, strides, pads)
+  if z.ndim != 4 or z.shape[-1] % (win[0] * win[1]):
+    raise ValueError(f'col2im expects [B, Ho, Wo, k_h*k_w*C] for window {window}, got shape '
+                     f'{z.shape}')
+  grid = tuple(conv_output_length(size, k, strides, pad)
+               for size, k, pad in zip(hw, win, pads, strict=True))
+  if tuple(z.shape[1:3]) != grid:
+    raise ValueError(f'{tuple(z.shape[1:3])} patches of window {window}, stride {strides} and '
+                     f'pads {pads} do not come from an input of size {tuple(hw)}')
+  return _col2im(z, win, strides, pads, (int(hw[0]), int(hw[1])))
 
 
 def extract_patches(x: Array, window: int | Window, strides: int,
@@ -365,26 +417,6 @@ def _sum_read_taps_bwd(window, strides, pads, shape_carrier, g):
 _sum_read_taps.defvjp(_sum_read_taps_fwd, _sum_read_taps_bwd)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
-def _sum_written_taps(z: Array, window: Window, strides: int,
-                      pads: tuple[tuple[int, int], tuple[int, int]], hw: tuple[int, int]) -> Array:
-  return _sum(_write_taps(z, window, strides, pads, hw, tap_axis=True))
-
-
-def _sum_written_taps_fwd(z, window, strides, pads, hw):
-  return _sum_written_taps(z, window, strides, pads, hw), None
-
-
-def _sum_written_taps_bwd(window, strides, pads, hw, _, g):
-  # Autodiff's transpose of the pads would be slices of a pad-sum; this is one stack of slices.
-  grid = tuple(conv_output_length(n, w, strides, p)
-               for n, w, p in zip(hw, window, pads, strict=True))
-  return (jnp.stack(_read_taps(g, window, strides, pads, grid, tap_axis=False)),)
-
-
-_sum_written_taps.defvjp(_sum_written_taps_fwd, _sum_written_taps_bwd)
-
-
 def _check_taps(name: str, z: Array, window: int | Window, pads) -> tuple[Window, tuple]:
   win = _as_window(window)
   if min(win) < 1:
@@ -414,27 +446,6 @@ def sum_read_taps(z: Array, window: int | Window, strides: int,
     if conv_output_length(size, w, strides, pad) < 1:
       raise ValueError(f'window {window} does not fit input {z.shape[-2:]} padded by {pads}')
   return _sum_read_taps(z, win, int(strides), pads)
-
-
-def sum_written_taps(z: Array, window: int | Window, strides: int,
-                     pads: tuple[tuple[int, int], tuple[int, int]],
-                     hw: tuple[int, int]) -> Array:
-  """Col2im, the transpose of patch extraction: adds z[i*k_w + j] back where tap (i, j) read.
-
-  Args:
-    z: [k_h*k_w, ..., Ho, Wo], one patch grid per tap.
-    window, strides, pads: those of the patch extraction being transposed.
-    hw: (H, W) of the array the patches were (notionally) read from.
-
-  Returns:
-    [..., H, W].
-  """
-  win, pads = _check_taps('sum_written_taps', z, window, pads)
-  for size, grid, w, pad in zip(hw, z.shape[-2:], win, pads, strict=True):
-    if conv_output_length(size, w, strides, pad) != grid:
-      raise ValueError(f'{z.shape[-2:]} patches of window {window}, stride {strides} and pads '
-                       f'{pads} do not come from an input of size {hw}')
-  return _sum_written_taps(z, win, int(strides), pads, (int(hw[0]), int(hw[1])))
 
 
 def _phase_kernel_indices(kernel_size: int, strides: int, crop_lo: int) -> tuple[np.ndarray, int]:
@@ -503,8 +514,7 @@ def _lean_patch_matmul_bwd(window, strides, pads, residuals, g):
   # A use of g in x's slices keeps XLA from computing them with the forward pass's own (common
   # subexpressions) and holding them until here, which would keep a patch buffer after all.
   x = x + jnp.zeros((), x.dtype) * g.reshape(-1)[0]
-  (dx,) = _extract_patches_bwd(window, strides, pads, jnp.zeros(x.shape[1:3] + (0,), x.dtype),
-                               matmul_rows(g, weights.T))
+  dx = _col2im_impl(matmul_rows(g, weights.T), window, strides, pads, x.shape[1:3])
   rows = g.reshape(-1, g.shape[-1])
   # One [C, F] block of the weight gradient per window offset, from that offset's input slice,
   # so that no [B, Ho, Wo, k*k*C] patch buffer is kept from the forward pass or rebuilt.
@@ -744,114 +754,52 @@ def conv_transpose_shared(x: Array, kernel: Array, strides: int, crop_lo: tuple[
   return z[:, offs[0]:offs[0] + out_size[0], offs[1]:offs[1] + out_size[1], :]
 
 
-# What building one patch-buffer element (and its backward) costs, in multiply-adds. Fitted to
-# forward+backward timings on 2-core AVX-512 CPUs (benchmarks/conv_transpose_forms.py, and a
-# sweep of sizes 4-16, Cout 3-256, k = 3 and 4): 50-100 fit equally well. Near a modelled ratio
-# of 1 the measured winner flips with batch size and machine load, so the upper end is used:
-# ties go to the single matmul, which has fewer ops to compile.
-_PATCH_ELEMENT_COST = 100
-# The same for an element of the tap buffer of 'scatter' ('shifted' for Conv): the matmul's
-# output, scatter-added (or read) k*k times and rebuilt by its backward. Fitted to the same
-# benchmark, with the decoder layers of our configs: 100-200 fit; below 150 'scatter' takes the
-# SAAAE 8x8 256->128 layer, which it runs 15% slower than 'shared'.
-_TAP_ELEMENT_COST = 150
-# 'scatter' and 'shifted' compute in tap-major layout, [.., Cout, B, H, W], and return
-# transposed to NHWC. For a few channels that is a cheap interleave; at Cout = 64 (lfw's 8x8
-# 128->64 transposed conv) XLA carried the channel-major layout into the next layer, whose
-# slices then ran several times slower: the train step took 18% longer although that layer
-# alone ran 1.5x faster as 'scatter'. So the tap-major forms are only for layers to the image.
+# 'shifted' computes in tap-major layout, [.., Cout, B, H, W], and returns transposed to NHWC.
+# For a few channels that is a cheap interleave; at Cout = 64 XLA carried the channel-major
+# layout into the next layer, whose slices then ran several times slower (measured on a tap-major
+# form of the transposed conv: lfw's 8x8 128->64 layer alone ran 1.5x faster, the train step
+# took 18% longer). So 'shifted' is only for convs to the image.
 _TAP_MAJOR_MAX_FEATURES = 4
-
-
-def fast_conv_transpose_form(kernel_size: int, strides: int, crop_lo: tuple[int, int],
-                             out_size: tuple[int, int], features: int,
-                             in_features: int | None = None,
-                             in_size: tuple[int, int] | None = None) -> str:
-  """The form impl='fast' runs for this geometry: 'phases', 'shared' or 'scatter'.
-
-  All are exact. 'phases' does only the multiply-adds of real taps, but builds a patch buffer
-  per phase (k*k*Cin values per output grid point) and runs s*s narrow matmuls (Cout columns);
-  'shared' builds one buffer of ceil(k/s)^2 (or the union window's) patches and runs one matmul
-  with s*s*Cout columns, paying for zero taps (k mod s != 0) or for one extra grid row and
-  column (k = 4, s = 2); 'scatter' runs one matmul on the input grid with k*k*Cout columns and
-  scatter-adds its k*k*Cout values per input point. Per batch element their costs are modelled
-  as
-
-    phases:  Cin * phase patch elements * (Cout + _PATCH_ELEMENT_COST)
-    shared:  Cin * shared patch elements * (s*s*Cout + _PATCH_ELEMENT_COST)
-    scatter: H*W * k*k*Cout * (Cin + _TAP_ELEMENT_COST)
-
-  (matmul multiply-adds plus the buffer elements built and read back, in multiply-adds).
-  'phases' wins on wide layers at small sizes, where the matmul dominates and 'shared' would pay
-  most for zero taps or its extra grid row (the first decoder stage of SAAAE, restoration and
-  the ResNet VAE: 4x4 inputs, Cout >= 128); 'scatter' where its buffer, k*k*Cout per input
-  point, is the smallest: the layers to the image (Cout 1 or 3), which it ran 1.4-2.2x faster
-  than the next best form (native included). It is considered only for Cout <=
-  _TAP_MAJOR_MAX_FEATURES: alone, it also won most middle stages, but in the train step its
-  channel-major result slowed the next layer down. 'shared' wins everywhere else, where
-  building patches dominates. 'fused' (the union window on the unshifted grid) is one of the
-  layouts 'shared' chooses from, so it is never the faster one. Measured by
-  `python benchmarks/conv_transpose_forms.py --impls native,shared,phases,scatter`.
-
-  in_features (Cin) and in_size (the input's H, W) matter to 'scatter' only; without Cin it is
-  not considered, and in_size defaults to ceil(out_size / s), exact for the layers that upsample
-  by exactly s.
-  """
-  s = strides
-  rows = [-(-out // s) for out in out_size]
-  taps = [sum(n for _, n in _phase_taps(kernel_size, s, c)) for c in crop_lo]
-  phase_patches = rows[0] * rows[1] * taps[0] * taps[1]
-  plans = [_shared_plan(kernel_size, s, c, out) for c, out in zip(crop_lo, out_size, strict=True)]
-  shared_patches = plans[0][1] * plans[0][4] * plans[1][1] * plans[1][4]
-  phase_cost = phase_patches * (features + _PATCH_ELEMENT_COST)
-  shared_cost = shared_patches * (s * s * features + _PATCH_ELEMENT_COST)
-  costs = {'shared': shared_cost, 'phases': phase_cost}
-  if in_features is not None and features <= _TAP_MAJOR_MAX_FEATURES:
-    grid = in_size if in_size is not None else rows
-    # The model above divided by Cin; scatter's buffer does not scale with it.
-    costs['scatter'] = (grid[0] * grid[1] * kernel_size**2 * features
-                        * (in_features + _TAP_ELEMENT_COST) / in_features)
-  # min keeps the first of equal costs: ties go to 'shared', one matmul where 'phases' runs s*s,
-  # with fewer ops to compile.
-  return min(costs, key=costs.get)
 
 
 def conv_transpose_scatter(x: Array, kernel: Array, strides: int, crop_lo: tuple[int, int],
                            out_size: tuple[int, int]) -> Array:
   """Same result as `conv_transpose_native`, as the definition: one matmul, then scatter-add.
 
-  x @ kernel gives every input point's k*k contributions, and `sum_written_taps` (the transpose
-  of patch extraction, whose own backward is patch extraction) adds them into the output. No
-  phases and no zero taps; its buffer holds k*k*Cout values per input point, so it wins where
-  Cout is small (the decoder's last layer, to the image).
+  x @ kernel gives every input point's k*k contributions, laid out as patches, and `col2im`
+  (the transpose of patch extraction) adds them into the output. No phases and no zero taps.
+  The matmul's operands are all its backward pass keeps; the contributions' cotangent is patch
+  extraction of the output's, and the two gradients are plain matmuls of it.
   """
-  k = kernel.shape[0]
+  k, _, cin, cout = kernel.shape
   s = strides
   # The output, padded by crop_lo before and by whatever the full scatter result has beyond
   # out_size after, is what a stride-s k x k patch extraction reads x's grid from.
   pads = tuple((c, (n - 1) * s + k - out - c)
                for n, c, out in zip(x.shape[1:3], crop_lo, out_size, strict=True))
-  y = sum_written_taps(_tap_outputs(x, kernel), k, s, pads, out_size)
-  return y.transpose(1, 2, 3, 0)
+  # Channel (i*k + j)*Cout + c of a row is tap (i, j)'s contribution to output channel c.
+  contributions = matmul_rows(x, kernel.transpose(2, 0, 1, 3).reshape(cin, k * k * cout))
+  return col2im(contributions, k, s, pads, out_size)
 
 
+# In-step A/B on a 2-core AVX-512 Intel Xeon (2026-12-03, 15-20 rounds, median ms / XLA
+# temporaries MB), 'scatter' for every transposed conv against the previous rule ('shared' on the
+# middle layers, 'phases' on 4x4 inputs with Cout >= 128, a tap-major 'scatter' to the image):
+# mnist_cvae_onehot 45.1 / 78 against 67.7 / 81, mnist_dvae 43.3 / 86 against 62.0 / 107,
+# lfw_conv_ae 66.0 / 96 against 82.0 / 114, lfw_improved_ae 121.5 / 141 against 142.2 / 145,
+# restoration_cifar64_stage1 70.8 / 90 against 84.4 / 122, resnet_vae_fashion_mnist 101.6 / 89
+# against 104.4 / 96, saaae_cifar64 778.4 / 364 against 811.3 / 395, configs/default.py 8.1 / 14
+# against 10.6 / 18. Keeping 'phases' on the 4x4 layers or the tap-major form to the image was
+# no faster anywhere (BENCHMARKS.md, fourteenth session). The phase forms multiply zero taps
+# (16/9 of the work at k = 3, s = 2) or run s*s narrow matmuls; 'scatter' multiplies once, with
+# k*k*Cout columns, and its scatter-add is one fused loop per output phase.
 def conv_transpose_fast(x: Array, kernel: Array, strides: int, crop_lo: tuple[int, int],
-                        out_size: tuple[int, int], lean: bool = False) -> Array:
-  """Same result as `conv_transpose_native`, by the form `fast_conv_transpose_form` picks.
-
-  lean: the patch forms keep only their input for the backward pass (`patch_matmul`). The rules
-  were fitted on XLA:CPU; on other backends (GPU, TPU) the native op runs.
-  """
-  k, _, cin, cout = kernel.shape
-  form = (fast_conv_transpose_form(k, strides, crop_lo, out_size, cout, cin, x.shape[1:3])
-          if jax.default_backend() == 'cpu' else 'native')
-  if form in _PATCH_TRANSPOSE_FORMS:
-    return _CONV_TRANSPOSE_FORMS[form](x, kernel, strides, crop_lo, out_size,
-                                       lean=_runs_lean(lean, cin))
-  return _CONV_TRANSPOSE_FORMS[form](x, kernel, strides, crop_lo, out_size)
+                        out_size: tuple[int, int]) -> Array:
+  """Same result as `conv_transpose_native`: 'scatter' on XLA:CPU, the native op elsewhere."""
+  form = conv_transpose_scatter if jax.default_backend() == 'cpu' else conv_transpose_native
+  return form(x, kernel, strides, crop_lo, out_size)
 
 
-_PATCH_TRANSPOSE_FORMS = ('fused', 'phases', 'shared')
 
 # The 'fast_low_memory' forms run a patch matmul lean only from this many input channels: below,
 # its per-tap weight-gradient matmuls are too narrow to be worth the few MB they save (an image's
@@ -870,8 +818,8 @@ def _runs_lean(lean: bool, in_features: int) -> bool:
 _CONV_TRANSPOSE_FORMS = {
     'native': conv_transpose_native,
     'fast': conv_transpose_fast,
-    # 'fast' with the patch forms' backward keeping their input, not their patch buffers.
-    'fast_low_memory': functools.partial(conv_transpose_fast, lean=True),
+    # Kept as a name for configs: 'scatter' keeps no patch buffer for the backward pass.
+    'fast_low_memory': conv_transpose_fast,
     'fused': conv_transpose_fused,
     'phases': conv_transpose_phases,
     'shared': conv_transpose_shared,
@@ -1059,9 +1007,8 @@ class ConvTranspose(nn.Module):
     output_padding: extra rows/columns at the end (0 <= output_padding < s); int padding only.
     use_bias: add a learned bias.
     impl: 'native' (input-dilated lax convolution), or one of the phase rewrites, much faster on
-      CPU (module docstring): 'fused', 'phases', 'shared', 'scatter', 'fast' (the fastest of
-      'phases', 'shared' and 'scatter' for the layer, `fast_conv_transpose_form`) or
-      'fast_low_memory' ('fast' with lean patch matmuls, `patch_matmul`).
+      CPU (module docstring): 'fused', 'phases', 'shared', 'scatter', 'fast' ('scatter' on CPU,
+      'native' elsewhere) or 'fast_low_memory' (the same as 'fast').
     dtype: computation dtype; parameters are always stored in float32.
     kernel_init: initializer of the [k, k, Cin, Cout] kernel.
   """
