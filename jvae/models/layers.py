@@ -27,11 +27,11 @@ wins depends on the layer. `Conv` offers:
 
   y[s*i + t - p] += x[i] * kernel[t]   (per spatial axis),
 
-and its phase rewrites compute the s*s output phases (o mod s) from the undilated input, each
-phase a stride-1 convolution run as patches and a matmul, then interleave them
-(depth-to-space). This avoids both the input dilation, which wastes (s*s - 1)/(s*s) of the work
-on zeros, and the weight gradient of an input-dilated convolution, the slowest op on XLA:CPU.
-The forms differ in how the phases share work:
+and its rewrites work from the undilated input. This avoids both the input dilation, which
+wastes (s*s - 1)/(s*s) of the work on zeros, and the weight gradient of an input-dilated
+convolution, the slowest op on XLA:CPU. The phase forms compute the s*s output phases (o mod s),
+each a stride-1 convolution run as patches and a matmul, and interleave them (depth-to-space);
+they differ in how the phases share work:
 
 - 'fused': one patch buffer over the union of all phases' taps and one matmul with s*s*C_out
   columns. Phases with fewer taps multiply zeros: 9/4 of the needed work at k=4, s=2, p=1 and
@@ -44,7 +44,9 @@ The forms differ in how the phases share work:
 - 'scatter': no phases: one matmul from Cin to every tap's contribution (k*k*Cout channels),
   then their scatter-add into the output (`col2im`, the exact transpose of patch extraction,
   one loop per output phase; its backward is patch extraction). Only real taps are multiplied,
-  in one matmul with k*k*Cout columns, and the backward pass keeps only the layer's input.
+  in one matmul with k*k*Cout columns, and its gradients need only the matmul's operands (XLA
+  may still keep the output's summands, to recompute the output where the next activation's
+  gradient reads it).
 - 'fast': 'scatter' on CPU, where it beat every phase form in every train step we measured
   (`conv_transpose_fast`), and 'native' on other backends; 'fast_low_memory' is the same
   ('scatter' keeps no patch buffer to trade for speed).
