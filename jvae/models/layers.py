@@ -770,8 +770,8 @@ def conv_transpose_scatter(x: Array, kernel: Array, strides: int, crop_lo: tuple
 
   x @ kernel gives every input point's k*k contributions, laid out as patches, and `col2im`
   (the transpose of patch extraction) adds them into the output. No phases and no zero taps.
-  The matmul's operands are all its backward pass keeps; the contributions' cotangent is patch
-  extraction of the output's, and the two gradients are plain matmuls of it.
+  The contributions' cotangent is patch extraction of the output's, and the two gradients are
+  plain matmuls of it with the matmul's operands.
   """
   k, _, cin, cout = kernel.shape
   s = strides
