@@ -50,3 +50,60 @@ def test_deterministic_zero_and_full_rates():
   np.testing.assert_array_equal(_apply(0.5, x, deterministic=True), x)
   np.testing.assert_array_equal(_apply(0.0, x), x)
   np.testing.assert_array_equal(_apply(1.0, x), jnp.zeros_like(x))
+
+
+@pytest.mark.parametrize('rate', [0.0, 0.3])
+@pytest.mark.parametrize('deterministic', [False, True])
+def test_relu_first_is_dropout_of_relu_in_values_and_gradients(rate, deterministic):
+  x = jax.random.normal(jax.random.key(3), (6, 5, 7)).at[0, 0, :3].set(jnp.array([0.0, -0.0, 2.0]))
+  g = jax.random.normal(jax.random.key(4), x.shape)
+  layer = blocks.Dropout(rate, deterministic=deterministic)
+  rngs = {'dropout': jax.random.key(5)}
+
+  def fused(x):
+    return layer.apply({}, x, relu_first=True, rngs=rngs)
+
+  def composed(x):
+    return layer.apply({}, jax.nn.relu(x), rngs=rngs)
+
+  y, vjp = jax.vjp(fused, x)
+  y_ref, vjp_ref = jax.vjp(composed, x)
+  np.testing.assert_array_equal(np.asarray(y), np.asarray(y_ref))
+  np.testing.assert_array_equal(np.asarray(vjp(g)[0]), np.asarray(vjp_ref(g)[0]))
+  # A NaN passes through as it does through relu.
+  nan = x.at[1, 1, 1].set(jnp.nan)
+  assert np.isnan(np.asarray(fused(nan))[1, 1, 1]) == np.isnan(np.asarray(composed(nan))[1, 1, 1])
+
+
+def test_norm_act_drop_keeps_less_for_the_backward_pass_with_relu_folded_into_the_mask():
+  # BatchNorm, ReLU and dropout over a stack of matmuls: with the ReLU folded into the dropout
+  # mask, each layer keeps a boolean mask, not the ReLU's float32 input as well.
+  x = jax.random.normal(jax.random.key(6), (4096, 64))
+
+  def temp(relu_first):
+    class Stack(blocks.nn.Module):
+      @blocks.nn.compact
+      def __call__(self, h):
+        for _ in range(4):
+          h = blocks.nn.Dense(64, use_bias=False)(h)
+          if relu_first:
+            h = blocks.NormActDrop('relu', 'batch', 0.1)(h, train=True)
+          else:
+            h = blocks.nn.BatchNorm(use_running_average=False, momentum=0.9)(h)
+            h = blocks.Dropout(0.1)(jax.nn.relu(h))
+        return h
+    model = Stack()
+    variables = model.init({'params': jax.random.key(0), 'dropout': jax.random.key(1)}, x)
+
+    def loss(params):
+      y, _ = model.apply({**variables, 'params': params}, x, rngs={'dropout': jax.random.key(2)},
+                         mutable=['batch_stats'])
+      return jnp.sum(y ** 2)
+
+    compiled = jax.jit(jax.grad(loss)).lower(variables['params']).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+  activation = 4096 * 64 * 4
+  fused, composed = temp(True), temp(False)
+  # 4 layers: 14.4 against 16.8 MB with jaxlib 0.10.2.
+  assert fused < composed - 1.5 * activation, (fused, composed)
