@@ -370,9 +370,8 @@ def _read_taps(a: Array, window: Window, strides: int,
 
 
 def _write_taps(g: Array, window: Window, strides: int,
-                pads: tuple[tuple[int, int], tuple[int, int]], hw: tuple[int, int],
-                tap_axis: bool) -> list[Array]:
-  """The transpose of `_read_taps` tap by tap: g (or g[n]) moved to where tap (i, j) read it.
+                pads: tuple[tuple[int, int], tuple[int, int]], hw: tuple[int, int]) -> list[Array]:
+  """The transpose of `_read_taps` tap by tap: g moved to where tap (i, j) read it.
 
   Each is [..., H, W] with hw = (H, W): tap (i, j) read rows i - lo + s*m, and one dilating pad
   puts g[..., m, :] there.
@@ -381,13 +380,12 @@ def _write_taps(g: Array, window: Window, strides: int,
   win_h, win_w = window
   grid = g.shape[-2:]
   zero = jnp.zeros((), g.dtype)
-  lead = g.shape[1:-2] if tap_axis else g.shape[:-2]
   pieces = []
   for i in range(win_h):
     for j in range(win_w):
       row0 = i - pads[0][0]
       col0 = j - pads[1][0]
-      pieces.append(lax.pad(g[i * win_w + j] if tap_axis else g, zero, ((0, 0, 0),) * len(lead) + (
+      pieces.append(lax.pad(g, zero, ((0, 0, 0),) * (g.ndim - 2) + (
           (row0, h - row0 - (strides * (grid[0] - 1) + 1), strides - 1),
           (col0, w - col0 - (strides * (grid[1] - 1) + 1), strides - 1))))
   return pieces
@@ -412,8 +410,7 @@ def _sum_read_taps_fwd(z, window, strides, pads):
 
 def _sum_read_taps_bwd(window, strides, pads, shape_carrier, g):
   # Autodiff would pad every tap's slice to the whole [T, ...] array and sum those.
-  return (jnp.stack(_write_taps(g, window, strides, pads, shape_carrier.shape[:2],
-                                tap_axis=False)),)
+  return (jnp.stack(_write_taps(g, window, strides, pads, shape_carrier.shape[:2])),)
 
 
 _sum_read_taps.defvjp(_sum_read_taps_fwd, _sum_read_taps_bwd)
