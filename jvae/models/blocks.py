@@ -71,8 +71,6 @@ class Dropout(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, relu_first: bool = False) -> jax.Array:
-    # ~(x <= 0) rather than x > 0: a NaN stays NaN, as through nn.relu.
-    positive = ~(x <= 0) if relu_first else None
     if self.deterministic or self.rate == 0.0:
       return nn.relu(x) if relu_first else x
     mask_bits = jnp.iinfo(_MASK_DTYPE).bits
@@ -86,7 +84,9 @@ class Dropout(nn.Module):
     draws = jax.random.bits(self.make_rng('dropout'), (-(-x.size // per_draw),), jnp.uint32)
     bits = jax.lax.bitcast_convert_type(draws, _MASK_DTYPE).reshape(-1)[:x.size]
     keep = bits.reshape(x.shape) < threshold
-    return _masked_scale(x, keep & positive if relu_first else keep, levels / threshold)
+    if relu_first:
+      keep &= ~(x <= 0)  # rather than x > 0: a NaN stays NaN, as through nn.relu
+    return _masked_scale(x, keep, levels / threshold)
 
 
 class NormActDrop(nn.Module):
@@ -105,11 +105,12 @@ class NormActDrop(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     if self.norm == 'batch':
       x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=x.dtype)(x)
-    if self.dropout_rate > 0 and self.activation == 'relu':
-      return Dropout(self.dropout_rate, deterministic=not train)(x, relu_first=True)
-    x = ACTIVATIONS[self.activation](x)
+    # A ReLU before dropout goes into the dropout's mask (`Dropout`, relu_first).
+    relu_first = self.dropout_rate > 0 and self.activation == 'relu'
+    if not relu_first:
+      x = ACTIVATIONS[self.activation](x)
     if self.dropout_rate > 0:
-      x = Dropout(self.dropout_rate, deterministic=not train)(x)
+      x = Dropout(self.dropout_rate, deterministic=not train)(x, relu_first=relu_first)
     return x
 
 

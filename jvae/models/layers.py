@@ -556,13 +556,20 @@ def conv_patches(x: Array, kernel: Array, strides: int,
   return patch_matmul(x, k, strides, pads, kernel.reshape(k * k * cin, cout), lean)
 
 
+def _tap_contributions(x: Array, kernel: Array) -> Array:
+  """Every tap's partial result x @ kernel[i, j], in NHWC: [B, H, W, k*k*Cout], channel
+  (i*k + j)*Cout + c for tap (i, j) and output channel c (the layout of a patch buffer)."""
+  k, _, cin, cout = kernel.shape
+  return matmul_rows(x, kernel.transpose(2, 0, 1, 3).reshape(cin, k * k * cout))
+
+
 def _tap_outputs(x: Array, kernel: Array) -> Array:
   """Every tap's partial result x @ kernel[i, j], tap-major: [k*k, Cout, B, H, W]."""
-  k, _, cin, cout = kernel.shape
+  k, _, _, cout = kernel.shape
   # The matmul keeps x in its NHWC layout and only its small result (k*k*Cout channels) is made
   # tap-major: asked for 'tfbhw' directly, XLA:CPU moved x itself to channel-major first (9 ms
   # of the MNIST CVAE decoder's 150 ms step).
-  taps = matmul_rows(x, kernel.transpose(2, 0, 1, 3).reshape(cin, k * k * cout))
+  taps = _tap_contributions(x, kernel)
   return jnp.moveaxis(taps.reshape(*x.shape[:-1], k * k, cout), (-2, -1), (0, 1))
 
 
@@ -770,15 +777,13 @@ def conv_transpose_scatter(x: Array, kernel: Array, strides: int, crop_lo: tuple
   The contributions' cotangent is patch extraction of the output's, and the two gradients are
   plain matmuls of it with the matmul's operands.
   """
-  k, _, cin, cout = kernel.shape
+  k = kernel.shape[0]
   s = strides
   # The output, padded by crop_lo before and by whatever the full scatter result has beyond
   # out_size after, is what a stride-s k x k patch extraction reads x's grid from.
   pads = tuple((c, (n - 1) * s + k - out - c)
                for n, c, out in zip(x.shape[1:3], crop_lo, out_size, strict=True))
-  # Channel (i*k + j)*Cout + c of a row is tap (i, j)'s contribution to output channel c.
-  contributions = matmul_rows(x, kernel.transpose(2, 0, 1, 3).reshape(cin, k * k * cout))
-  return col2im(contributions, k, s, pads, out_size)
+  return col2im(_tap_contributions(x, kernel), k, s, pads, out_size)
 
 
 # In-step A/B on a 2-core AVX-512 Intel Xeon (2026-12-03, 15-20 rounds, median ms / XLA
@@ -799,8 +804,7 @@ def conv_transpose_fast(x: Array, kernel: Array, strides: int, crop_lo: tuple[in
   return form(x, kernel, strides, crop_lo, out_size)
 
 
-
-# The 'fast_low_memory' forms run a patch matmul lean only from this many input channels: below,
+# Conv's 'fast_low_memory' forms run a patch matmul lean only from this many input channels: below,
 # its per-tap weight-gradient matmuls are too narrow to be worth the few MB they save (an image's
 # 1 or 3 channels). In-step A/B (20 rounds, ms / XLA temporaries MB), lean everywhere against
 # from 16 channels: mnist_cvae_onehot 63.1 / 76.7 against 61.6 / 77.6 ('fast' 59.3 / 93.2),
@@ -1005,8 +1009,8 @@ class ConvTranspose(nn.Module):
       output s*H + max(k - s, 0)).
     output_padding: extra rows/columns at the end (0 <= output_padding < s); int padding only.
     use_bias: add a learned bias.
-    impl: 'native' (input-dilated lax convolution), or one of the phase rewrites, much faster on
-      CPU (module docstring): 'fused', 'phases', 'shared', 'scatter', 'fast' ('scatter' on CPU,
+    impl: 'native' (input-dilated lax convolution), or one of the rewrites, much faster on CPU
+      (module docstring): 'fused', 'phases', 'shared', 'scatter', 'fast' ('scatter' on CPU,
       'native' elsewhere) or 'fast_low_memory' (the same as 'fast').
     dtype: computation dtype; parameters are always stored in float32.
     kernel_init: initializer of the [k, k, Cin, Cout] kernel.
