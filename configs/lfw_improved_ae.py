@@ -4,7 +4,7 @@ COMMAND: python train.py --config configs/lfw_improved_ae.py --workdir runs/lfw_
 RESULT: see RESULTS.md (S5)
 
 The source's ImprovedCAE in PyTorch terms: four Conv2d(k3, s2, p1) stages 1->32->64->128->256
-(64 -> 4 px), each Conv -> BatchNorm2d -> ReLU -> Dropout2d-style dropout, flatten 4*4*256, Linear
+(64 -> 4 px), each Conv -> BatchNorm2d -> ReLU -> element-wise Dropout, flatten 4*4*256, Linear
 to the 256-D code; Linear back to 4*4*256, ReLU, ConvTranspose2d(k3, s2, p1, output_padding 1)
 256->128->64->32 each with BatchNorm, ReLU and dropout, then 32->1 and a sigmoid. BatchNorm uses
 batch statistics (of the global batch, across devices) in training and running averages in eval.

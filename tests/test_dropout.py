@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jvae.models import blocks
+from jvae.models import blocks, normalization
 
 
 def _apply(rate, x, key=0, deterministic=False):
@@ -89,7 +89,7 @@ def test_norm_act_drop_keeps_less_for_the_backward_pass_with_relu_folded_into_th
           if relu_first:
             h = blocks.NormActDrop('relu', 'batch', 0.1)(h, train=True)
           else:
-            h = blocks.nn.BatchNorm(use_running_average=False, momentum=0.9)(h)
+            h = normalization.BatchNorm(momentum=0.9)(h, use_running_average=False)
             h = blocks.Dropout(0.1)(jax.nn.relu(h))
         return h
     model = Stack()

@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jvae.models import layers
+from jvae.models import layers, normalization
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     'relu': nn.relu,
@@ -104,7 +104,7 @@ class NormActDrop(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     if self.norm == 'batch':
-      x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=x.dtype)(x)
+      x = normalization.BatchNorm(momentum=0.9)(x, use_running_average=not train)
     # A ReLU before dropout goes into the dropout's mask (`Dropout`, relu_first).
     relu_first = self.dropout_rate > 0 and self.activation == 'relu'
     if not relu_first:
