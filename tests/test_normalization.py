@@ -63,7 +63,7 @@ def test_values_running_statistics_and_gradients_match_flax(use_running_average)
 
 def test_bfloat16_inputs_keep_float32_statistics_and_their_dtype():
   x, params = _inputs(dtype=jnp.bfloat16)
-  ours, theirs = _layers()
+  ours = normalization.BatchNorm(momentum=0.9)
   variables = ours.init(jax.random.key(1), x, use_running_average=False)
   assert variables['batch_stats']['mean'].dtype == jnp.float32
   y, _ = ours.apply({**variables, 'params': params}, x, use_running_average=False,

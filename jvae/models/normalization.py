@@ -29,10 +29,9 @@ def _statistics(x: jax.Array) -> tuple[jax.Array, jax.Array]:
   return mean, var
 
 
-def _normalize(x, mean, var, scale, bias, epsilon):
-  """(x - mean) * scale / sqrt(var + epsilon) + bias in the statistics' dtype, cast to x's."""
-  multiplier = jax.lax.rsqrt(var + epsilon) * scale
-  return ((x - mean) * multiplier + bias).astype(x.dtype)
+def _normalize(x, mean, inverse_std, scale, bias):
+  """(x - mean) * inverse_std * scale + bias in the statistics' dtype, cast to x's."""
+  return ((x - mean) * (inverse_std * scale) + bias).astype(x.dtype)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
@@ -43,14 +42,13 @@ def batch_normalize(x: jax.Array, scale: jax.Array, bias: jax.Array,
   Equal to flax's `nn.BatchNorm` in training mode in values; the gradients are the same
   function, computed by the closed form in `_batch_normalize_bwd` rather than by autodiff.
   """
-  mean, var = _statistics(x)
-  return _normalize(x, mean, var, scale, bias, epsilon)
+  return _batch_normalize_fwd(x, scale, bias, epsilon)[0]
 
 
 def _batch_normalize_fwd(x, scale, bias, epsilon):
   mean, var = _statistics(x)
   inverse_std = jax.lax.rsqrt(var + epsilon)
-  return _normalize(x, mean, var, scale, bias, epsilon), (x, mean, inverse_std, scale)
+  return _normalize(x, mean, inverse_std, scale, bias), (x, mean, inverse_std, scale)
 
 
 def _batch_normalize_bwd(epsilon, residuals, g):
@@ -92,7 +90,8 @@ class BatchNorm(nn.Module):
     scale = self.param('scale', nn.initializers.ones, features, jnp.float32)
     bias = self.param('bias', nn.initializers.zeros, features, jnp.float32)
     if use_running_average:
-      return _normalize(x, running_mean.value, running_var.value, scale, bias, self.epsilon)
+      return _normalize(x, running_mean.value, jax.lax.rsqrt(running_var.value + self.epsilon),
+                        scale, bias)
     if not self.is_initializing():
       # The same reductions as batch_normalize's forward pass: XLA computes them once.
       mean, var = _statistics(jax.lax.stop_gradient(x))
