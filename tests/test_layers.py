@@ -603,3 +603,68 @@ def test_fast_conv_on_a_grid_smaller_than_the_kernel_runs_patches_and_equals_nat
       lambda x, k: (layers.conv_fast(x, k, 1, pads), layers.conv_native(x, k, 1, pads)),
       x, kernel)
   _assert_close(y_fast, y_native)
+
+
+@pytest.mark.parametrize('batch,points,expected', [
+    (64, 256, 4),    # resnet_vae_fashion_mnist's 16 px blocks: 4 chunks of 16 examples
+    (64, 1024, 8),   # speckle's 32 px blocks: 8 examples (8192 points) is the floor
+    (64, 64, 1),     # 8 px: one piece already holds 4096 points
+    (16, 1024, 2),
+    (12, 1024, 1),   # no divisor of 12 leaves chunks of 8 or more examples but 1
+    (1, 10**6, 1),
+])
+def test_weight_grad_chunks_rule(batch, points, expected):
+  chunks = layers.weight_grad_chunks(batch, points)
+  assert chunks == expected
+  assert batch % chunks == 0
+
+
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize('strides,pads', [(1, ((1, 1), (1, 1))), (2, ((0, 1), (1, 0)))])
+def test_chunked_weight_gradient_equals_the_native_convolution(strides, pads, dtype):
+  x = _normal(60, (6, 7, 8, CIN)).astype(dtype)
+  kernel = _normal(61, (3, 3, CIN, COUT)).astype(dtype)
+  out_points = int(np.prod([layers.conv_output_length(n, 3, strides, p)
+                            for n, p in zip(x.shape[1:3], pads, strict=True)]))
+  # At most 60 points and at least 2 examples per chunk: 3 chunks of 2 examples here.
+  assert layers.weight_grad_chunks(6, out_points, 60, 2) in (2, 3)
+
+  def chunked(x, k):
+    return layers.conv_native_chunked(x, k, strides, pads, max_points=60, min_examples=2)
+
+  def native(x, k):
+    return layers.conv_native(x, k, strides, pads)
+
+  assert 'custom_vjp_call' in str(jax.make_jaxpr(chunked)(x, kernel))
+  cotangent = _normal(62, jax.eval_shape(native, x, kernel).shape).astype(dtype)
+
+  def values_and_grads(conv):
+    y, vjp = jax.vjp(conv, x, kernel)
+    return (y, *vjp(cotangent))
+
+  results, reference = jax.jit(lambda: (values_and_grads(chunked), values_and_grads(native)))()
+  tolerance = 1e-5 if dtype == jnp.float32 else 2e-2
+  for got, want in zip(results, reference, strict=True):
+    assert got.dtype == want.dtype == dtype
+    _assert_close(got.astype(jnp.float32), want.astype(jnp.float32), tolerance, tolerance)
+
+
+def test_fast_sums_native_weight_gradients_over_batch_chunks_on_avx512():
+  # 32 examples of 16x16: 8192 output points, so 'fast' on an AVX-512 CPU sums the native weight
+  # gradient over 2 chunks of 16 examples, and equals the plain native convolution.
+  x = _normal(63, (32, 16, 16, 2))
+  kernel = _normal(64, (3, 3, 2, 3))
+  pads = ((1, 1), (1, 1))
+  assert layers.weight_grad_chunks(32, 16 * 16) == 2
+
+  def fast_loss(x, k):
+    return jnp.sum(jnp.sin(layers.conv_fast(x, k, 1, pads)))
+
+  with mock.patch.object(cpu_features, 'host_has_avx512', return_value=True):
+    jaxpr = str(jax.make_jaxpr(fast_loss)(x, kernel))
+    assert 'conv_general_dilated' in jaxpr and 'custom_vjp_call' in jaxpr
+    fast_grads = jax.jit(jax.grad(fast_loss, (0, 1)))(x, kernel)
+  native_grads = jax.jit(jax.grad(
+      lambda x, k: jnp.sum(jnp.sin(layers.conv_native(x, k, 1, pads))), (0, 1)))(x, kernel)
+  for got, want in zip(fast_grads, native_grads, strict=True):
+    _assert_close(got, want)
