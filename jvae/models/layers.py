@@ -1025,8 +1025,8 @@ class Conv(nn.Module):
     use_bias: add a learned bias.
     impl: 'native' (lax convolution), 'patches' (patch extraction + matmul), 'shifted' (matmul
       to per-tap outputs + their shifted sum), 'fast' ('shifted', 'patches' or native on CPU
-      by `fast_conv_form`, 'native' elsewhere), 'fast_low_memory' (`conv_fast_low_memory`) or
-      'fast_patches' (`conv_fast_patches`).
+      by `fast_conv_form`, the native ones by `conv_native_chunked`; 'native' elsewhere),
+      'fast_low_memory' (`conv_fast_low_memory`) or 'fast_patches' (`conv_fast_patches`).
     dtype: computation dtype; parameters are always stored in float32.
     kernel_init: initializer of the [k, k, Cin, Cout] kernel.
   """
