@@ -615,8 +615,9 @@ def conv_native_chunked(x: Array, kernel: Array, strides: int,
                         max_points: int = _WEIGHT_GRAD_CHUNK_POINTS,
                         min_examples: int = _WEIGHT_GRAD_CHUNK_MIN_EXAMPLES) -> Array:
   """`conv_native`, whose weight gradient is summed over batch chunks of at most max_points
-  output points each (`weight_grad_chunks`): the same function and gradients, up to float
-  rounding in the sum, and faster on XLA:CPU (see `_WEIGHT_GRAD_CHUNK_POINTS`)."""
+  output points and at least min_examples examples each (`weight_grad_chunks`): the same
+  function and gradients, up to float rounding in the sum, and faster on XLA:CPU (see
+  `_WEIGHT_GRAD_CHUNK_POINTS`)."""
   out_points = math.prod(conv_output_length(size, kernel.shape[0], strides, axis_pads)
                          for size, axis_pads in zip(x.shape[1:3], pads, strict=True))
   chunks = weight_grad_chunks(x.shape[0], out_points, max_points, min_examples)
