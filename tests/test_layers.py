@@ -332,6 +332,37 @@ def test_extract_patches_custom_vjp_is_exact_transpose(pads, strides, window):
   _assert_close(dx, dx_reference)
 
 
+@pytest.mark.parametrize('window', [4, (2, 5), (1, 3), 9])
+def test_patches_are_the_window_slices_joined_on_the_channel_axis(window):
+  # Whatever the stacking does to fuse (9 > 8 taps per row takes the plain stack), the patches
+  # are the slices' channel concat, and the tap-major stack is their stack, exactly.
+  x = _normal(47, (2, 11, 10, 3))
+  pads = ((1, 2), (3, 1))
+  slices = layers._patch_slices(x, window, 1, pads)
+  np.testing.assert_array_equal(layers.extract_patches(x, window, 1, pads),
+                                jnp.concatenate(slices, axis=-1))
+  np.testing.assert_array_equal(layers._stack_taps(slices, layers._as_window(window), axis=0),
+                                jnp.stack(slices))
+
+
+@pytest.mark.parametrize('window, pads', [(4, ((1, 2), (1, 2))), (3, ((1, 1), (1, 1))),
+                                          ((2, 5), ((0, 1), (2, 2)))])
+def test_patch_extraction_writes_the_patch_buffer_without_materialising_its_slices(window, pads):
+  x = jnp.ones((8, 8, 8, 16))
+  win_h, win_w = layers._as_window(window)
+  padded_input = 8 * (8 + sum(pads[0])) * (8 + sum(pads[1])) * 16 * 4
+  slices = 8 * 8 * 8 * 16 * 4 * win_h * win_w
+
+  def temp(extract):
+    return jax.jit(extract).lower(x).compile().memory_analysis().temp_size_in_bytes
+
+  # A channel concat of the k*k slices keeps each slice as a buffer of its own first.
+  assert temp(lambda x: jnp.concatenate(layers._patch_slices(x, window, 1, pads), -1)) > (
+      0.8 * slices)
+  # The tap stacks write the patches in one loop: the only temporary is the padded input.
+  assert temp(lambda x: layers.extract_patches(x, window, 1, pads)) <= padded_input
+
+
 @pytest.mark.parametrize('window', [3, (1, 2)])
 @pytest.mark.parametrize('pads', [((1, 1), (1, 1)), ((0, 2), (2, 0)), ((-1, 2), (1, -2))])
 @pytest.mark.parametrize('strides', [1, 2])

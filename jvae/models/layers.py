@@ -193,10 +193,41 @@ def _patch_slices(x: Array, window: int | Window, strides: int,
   ]
 
 
+# XLA:CPU fuses a concatenate into the loop that computes its operands only if it has at most
+# this many operands and does not join them along the minor (channel) axis
+# (xla/service/cpu/cpu_instruction_fusion.cc, kMaxConcatenateArguments); otherwise it computes
+# every operand into a buffer of its own and copies them into the result.
+_MAX_FUSED_CONCAT_OPERANDS = 8
+
+
+def _stack_taps(taps: list[Array], window: Window, axis: int) -> Array:
+  """Per-tap arrays (row-major window offsets) stacked on a new axis of length k_h*k_w at `axis`.
+
+  Built as a k_w-way stack per window row, then a k_h-way stack of the rows, merged by a reshape:
+  both stacks are on axes other than the minor one and have at most 8 operands, so XLA:CPU writes
+  the result in one fused loop straight from the taps' sources. A channel concat of the k*k
+  patch slices instead kept every slice as a buffer first (twice the patch buffer at the peak).
+  In a scratch A/B of the train steps on a 2-core AMD EPYC with AVX2 (2026-12-04; ms / XLA
+  temporaries MB, 15 rounds): mnist_cvae_onehot 137.8 / 78.2 -> 134.2 / 64.1, mnist_dvae
+  133.3 / 85.1 -> 130.6 / 71.1, lfw_conv_ae 207.3 / 93.7 -> 201.7 / 86.4,
+  restoration_cifar64_stage1 259.1 / 88.0 -> 252.7 / 85.4, saaae_cifar64_patch_anchor (6
+  rounds) 1581.5 / 335.0 -> 1531.5 / 289.0 (BENCHMARKS.md, seventeenth session).
+  """
+  win_h, win_w = window
+  if max(window) > _MAX_FUSED_CONCAT_OPERANDS:
+    return jnp.stack(taps, axis)
+  rows = [jnp.stack(taps[i * win_w:(i + 1) * win_w], axis) for i in range(win_h)]
+  grid = jnp.stack(rows, axis)
+  return grid.reshape(*grid.shape[:axis], win_h * win_w, *grid.shape[axis + 2:])
+
+
 def _extract_patches_impl(x: Array, window: int | Window, strides: int,
                           pads: tuple[tuple[int, int], tuple[int, int]]) -> Array:
   slices = _patch_slices(x, window, strides, pads)
-  return slices[0] if len(slices) == 1 else jnp.concatenate(slices, axis=-1)
+  if len(slices) == 1:
+    return slices[0]
+  patches = _stack_taps(slices, _as_window(window), axis=3)  # [B, Ho, Wo, k_h*k_w, C]
+  return patches.reshape(*patches.shape[:3], -1)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
@@ -413,7 +444,8 @@ def _sum_read_taps_fwd(z, window, strides, pads):
 
 def _sum_read_taps_bwd(window, strides, pads, shape_carrier, g):
   # Autodiff would pad every tap's slice to the whole [T, ...] array and sum those.
-  return (jnp.stack(_write_taps(g, window, strides, pads, shape_carrier.shape[:2])),)
+  return (_stack_taps(_write_taps(g, window, strides, pads, shape_carrier.shape[:2]), window,
+                      axis=0),)
 
 
 _sum_read_taps.defvjp(_sum_read_taps_fwd, _sum_read_taps_bwd)
