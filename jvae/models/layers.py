@@ -194,9 +194,10 @@ def _patch_slices(x: Array, window: int | Window, strides: int,
 
 
 # XLA:CPU fuses a concatenate into the loop that computes its operands only if it has at most
-# this many operands and does not join them along the minor (channel) axis
-# (xla/service/cpu/cpu_instruction_fusion.cc, kMaxConcatenateArguments); otherwise it computes
-# every operand into a buffer of its own and copies them into the result.
+# this many operands (xla/service/cpu/cpu_instruction_fusion.cc, kMaxConcatenateArguments);
+# otherwise it computes every operand into a buffer of its own and copies them into the result.
+# (That file's newer versions also refuse large concats along the minor axis; jaxlib 0.10.2's
+# XLA fused a channel concat of 4 or 6 slices.)
 _MAX_FUSED_CONCAT_OPERANDS = 8
 
 
@@ -204,7 +205,7 @@ def _stack_taps(taps: list[Array], window: Window, axis: int) -> Array:
   """Per-tap arrays (row-major window offsets) stacked on a new axis of length k_h*k_w at `axis`.
 
   Built as a k_w-way stack per window row, then a k_h-way stack of the rows, merged by a reshape:
-  both stacks are on axes other than the minor one and have at most 8 operands, so XLA:CPU writes
+  each stack has at most 8 operands, on axes of its own ahead of the channels, so XLA:CPU writes
   the result in one fused loop straight from the taps' sources. A channel concat of the k*k
   patch slices instead kept every slice as a buffer first (twice the patch buffer at the peak).
   In a scratch A/B of the train steps on a 2-core AMD EPYC with AVX2 (2026-12-04; ms / XLA
